@@ -1,0 +1,261 @@
+"""The ``pacs`` command: ``serve``, ``import`` and ``ls``.
+
+Every command builds its settings the same way (defaults, ``--config``/``PACS_CONFIG`` TOML,
+``PACS_*`` variables, then command-line options) and opens the same services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pacs.config import Settings, SettingsError
+from pacs.ingest import IngestResult, IngestStatus, Origin
+from pacs.services import open_services
+
+log = logging.getLogger("pacs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pacs`` console command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(
+            toml_path=args.config,
+            data_dir=getattr(args, "data_dir", None),
+            aet=getattr(args, "aet", None),
+            dicom_port=getattr(args, "dicom_port", None),
+            workers=getattr(args, "workers", None),
+        )
+    except SettingsError as exc:
+        print(f"pacs: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    return int(args.command(settings, args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacs", description="Filmless PACS archive.")
+    parser.add_argument("--config", help="TOML settings file (default: $PACS_CONFIG)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the DICOM receiver in the foreground")
+    _storage_options(serve)
+    serve.add_argument("--aet", help="AE title of the archive (PACS_AET)")
+    serve.add_argument("--dicom-port", type=int, help="DICOM port (PACS_DICOM_PORT)")
+    serve.add_argument("--workers", type=int, help="receiver processes (PACS_WORKERS)")
+    serve.set_defaults(command=cmd_serve)
+
+    load = commands.add_parser("import", help="import DICOM files, folders and zip archives")
+    _storage_options(load)
+    load.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    load.add_argument("--jobs", type=int, default=4, help="files archived in parallel")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.set_defaults(command=cmd_import)
+
+    ls = commands.add_parser("ls", help="list studies, most recently received first")
+    _storage_options(ls)
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(command=cmd_ls)
+    return parser
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="data folder (PACS_DATA_DIR)")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pynetdicom logs every PDU at INFO; the archive logs associations itself.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the DICOM receiver until SIGTERM or Ctrl-C, then stop without losing an instance."""
+    log.info("settings: %s", settings.describe())
+    if settings.workers == 1:
+        return _serve_one(settings, reuse_port=False)
+    open_services(settings).close()  # create the schema once, before the workers race to
+    children = []
+    for number in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                code = _serve_one(settings, reuse_port=True, name=f"worker {number + 1}")
+            finally:
+                os._exit(code)
+        children.append(pid)
+    stop = _stop_event()
+    stop.wait()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    worst = 0
+    for pid in children:
+        _pid, status = os.waitpid(pid, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    log.info("all %d workers stopped", len(children))
+    return worst
+
+
+def _serve_one(settings: Settings, *, reuse_port: bool, name: str = "receiver") -> int:
+    from pacs.scp.server import DicomReceiver
+
+    stop = _stop_event()
+    services = open_services(settings)
+    receiver = DicomReceiver(settings, services, reuse_port=reuse_port)
+    try:
+        receiver.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.dicom_host, settings.dicom_port,
+                  exc.strerror)
+        services.close()
+        return 1
+    print(f"pacs: {name} {settings.aet} listening on port {receiver.port} (pid {os.getpid()})",
+          flush=True)
+    stop.wait()
+    log.info("%s stopping", name)
+    receiver.stop()
+    services.close()
+    return 0
+
+
+def _stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return stop
+
+
+# -- import -----------------------------------------------------------------------------------
+
+
+def _sources(paths: Sequence[Path]) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, bytes)`` for every file under the paths, zip members included."""
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    yield from _file_sources(Path(root) / name)
+        elif path.is_file():
+            yield from _file_sources(path)
+        else:
+            raise FileNotFoundError(path)
+
+
+def _file_sources(path: Path) -> Iterator[tuple[str, bytes]]:
+    if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.is_dir():
+                    yield f"{path}!{member.filename}", archive.read(member)
+    else:
+        yield str(path), path.read_bytes()
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Import files through the ingest path and print a summary."""
+    from tqdm import tqdm
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"pacs import: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    services = open_services(settings)
+    outcomes: Counter[IngestStatus] = Counter()
+    refused: list[tuple[str, IngestResult]] = []
+    total_bytes = 0
+    started = time.perf_counter()
+
+    def archive(item: tuple[str, bytes]) -> tuple[str, int, IngestResult]:
+        name, data = item
+        return name, len(data), services.ingest(data, Origin("import", name))
+
+    progress = tqdm(unit=" files", disable=args.quiet or None, file=sys.stderr)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        # A bounded window of files in memory, whatever the size of the import.
+        pending: list = []
+        for item in _sources(args.paths):
+            pending.append(pool.submit(archive, item))
+            if len(pending) >= 4 * args.jobs:
+                total_bytes += _collect(pending.pop(0).result(), outcomes, refused, progress)
+        for future in pending:
+            total_bytes += _collect(future.result(), outcomes, refused, progress)
+    progress.close()
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    services.close()
+    print(
+        f"imported: {outcomes[IngestStatus.STORED]} stored, "
+        f"{outcomes[IngestStatus.ALREADY_STORED]} already stored, "
+        f"{sum(n for s, n in outcomes.items() if s not in _OK)} refused; "
+        f"{total_bytes / 1e6:.1f} MB in {elapsed:.1f} s ({total_bytes / 1e6 / elapsed:.1f} MB/s)"
+    )
+    for name, result in refused:
+        print(f"  refused {name}: {result.status.value}: {result.reason}")
+    failed = outcomes[IngestStatus.FAILED] + outcomes[IngestStatus.STORAGE_FULL]
+    return 1 if failed else 0
+
+
+_OK = (IngestStatus.STORED, IngestStatus.ALREADY_STORED)
+
+
+def _collect(done: tuple[str, int, IngestResult], outcomes: Counter[IngestStatus],
+             refused: list[tuple[str, IngestResult]], progress: object) -> int:
+    name, size, result = done
+    outcomes[result.status] += 1
+    if result.status not in _OK:
+        refused.append((name, result))
+    progress.update(1)  # type: ignore[attr-defined]
+    return size
+
+
+# -- ls ---------------------------------------------------------------------------------------
+
+
+def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the most recent studies as a table."""
+    services = open_services(settings)
+    studies = services.index.list_studies(limit=args.limit)
+    services.close()
+    header = ("PATIENT", "ID", "DATE", "MOD", "DESCRIPTION", "SER", "INST", "STUDY UID")
+    rows = [
+        (s.patient_name or "", s.patient_id or "", s.study_date or "", s.modalities,
+         s.study_description or "", str(s.num_series), str(s.num_instances), s.study_uid)
+        for s in studies
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if not rows:
+        print("(no studies)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

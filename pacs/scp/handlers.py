@@ -1,0 +1,96 @@
+"""Event handlers of the DICOM receiver: read the event, call the core, answer.
+
+Each association runs in its own thread (pynetdicom), so handlers keep no state of their own
+beyond the per-association counters used for the log line at release.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import events
+
+from pacs.ingest import IngestStatus, Origin
+from pacs.scp.statuses import store_status
+from pacs.services import Services
+
+log = logging.getLogger("pacs.scp")
+
+
+class AssociationLog:
+    """Counts what each association stored, and logs it when the association ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[int, Counter[str]] = {}
+        self.in_flight = 0  # C-STOREs being archived right now (shutdown waits for them)
+
+    def count(self, assoc: Any, outcome: str) -> None:
+        with self._lock:
+            self._counts.setdefault(id(assoc), Counter())[outcome] += 1
+
+    def take(self, assoc: Any) -> Counter[str]:
+        with self._lock:
+            return self._counts.pop(id(assoc), Counter())
+
+    def begin_store(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def end_store(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def _peer(event: events.Event) -> tuple[str, str]:
+    requestor = event.assoc.requestor
+    return requestor.ae_title.strip(), f"{requestor.address}:{requestor.port}"
+
+
+def handle_store(event: events.Event, services: Services, assoc_log: AssociationLog) -> Dataset:
+    """C-STORE: hand the bytes as received to the ingest path, answer with its status."""
+    calling_aet, address = _peer(event)
+    assoc_log.begin_store()
+    try:
+        data = event.encoded_dataset(include_meta=True)  # file meta + raw dataset, no decode
+        result = services.ingest(data, Origin("dimse", calling_aet, address))
+    finally:
+        assoc_log.end_store()
+    assoc_log.count(event.assoc, result.status.value)
+    if result.status not in (IngestStatus.STORED, IngestStatus.ALREADY_STORED):
+        log.warning("refused %s from %s@%s: %s (%s)", result.sop_instance_uid or "instance",
+                    calling_aet, address, result.status.value, result.reason)
+    return store_status(result)
+
+
+def handle_accepted(event: events.Event) -> None:
+    """Log each accepted association with the calling AE and the peer's address."""
+    calling_aet, address = _peer(event)
+    log.info("association accepted from %s@%s", calling_aet, address)
+
+
+def handle_rejected(event: events.Event) -> None:
+    """Log each association refused at negotiation."""
+    calling_aet, address = _peer(event)
+    log.warning("association rejected from %s@%s", calling_aet, address)
+
+
+def handle_released(event: events.Event, assoc_log: AssociationLog) -> None:
+    """Log the end of an association with what it stored."""
+    _log_end(event, assoc_log, "released")
+
+
+def handle_aborted(event: events.Event, assoc_log: AssociationLog) -> None:
+    """Log an aborted association with what it had stored before the abort."""
+    _log_end(event, assoc_log, "aborted")
+
+
+def _log_end(event: events.Event, assoc_log: AssociationLog, how: str) -> None:
+    calling_aet, address = _peer(event)
+    counts = assoc_log.take(event.assoc)
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing stored"
+    log.info("association %s from %s@%s: %s", how, calling_aet, address, summary)

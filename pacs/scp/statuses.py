@@ -1,0 +1,36 @@
+"""How ingest outcomes become C-STORE statuses (PS3.4 Annex B.2.3), in one table."""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+from pacs.ingest import IngestResult, IngestStatus
+
+SUCCESS = 0x0000
+#: IngestStatus -> C-STORE status. Refusals carry the reason in ErrorComment (0000,0902).
+STORE_STATUS: dict[IngestStatus, int] = {
+    IngestStatus.STORED: SUCCESS,
+    # Already stored: the archive holds the instance, so the sender may rely on it.
+    IngestStatus.ALREADY_STORED: SUCCESS,
+    IngestStatus.INVALID: 0xC000,  # Error: cannot understand
+    IngestStatus.UNSUPPORTED_SOP_CLASS: 0x0122,  # Refused: SOP class not supported
+    IngestStatus.STORAGE_FULL: 0xA700,  # Refused: out of resources
+    IngestStatus.FAILED: 0x0110,  # Failure: processing failure
+}
+ERROR_COMMENT_MAX = 64  # ErrorComment is LO: at most 64 characters
+
+
+def store_status(result: IngestResult) -> Dataset:
+    """The C-STORE response status dataset for an ingest result."""
+    status = Dataset()
+    status.Status = STORE_STATUS[result.status]
+    if status.Status != SUCCESS and result.reason:
+        status.ErrorComment = _error_comment(result.reason)
+    return status
+
+
+def _error_comment(reason: str) -> str:
+    # LO excludes backslash and control characters; keep it to printable ASCII so every
+    # peer can show it, whatever character set it speaks.
+    text = "".join(ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in reason)
+    return text if len(text) <= ERROR_COMMENT_MAX else text[: ERROR_COMMENT_MAX - 3] + "..."

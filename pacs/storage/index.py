@@ -1,0 +1,287 @@
+"""The SQL index: what is stored, where, and the attributes queries match on.
+
+Adding an instance is one transaction (:meth:`Index.add_instance`). The rules for attributes
+that differ from what is already indexed are deliberate and the same for every front end:
+
+* **Identity never moves.** A study stays with the patient it was first indexed under, a series
+  with its study. An instance that names another patient for an indexed study is still stored
+  (the modality's bytes are kept as sent) but the index does not re-file the study; the
+  mismatch is logged as a warning for the staff to reconcile. Silently moving a study between
+  patients would be a clinical-safety hazard.
+* **First value wins, blanks are filled.** A patient, study or series attribute keeps the value
+  it was first indexed with; an attribute that was empty is filled by a later instance that has
+  it. Differences are logged at debug level.
+* **One SOP Instance UID is one instance.** The first copy is kept; later copies are reported as
+  already stored and not indexed again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pacs.storage.schema import instances, patients, series, studies
+from pacs.storage.sql import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """Everything the index stores for one instance, already read from its header."""
+
+    patient_key: str
+    patient: Mapping[str, Any]
+    study: Mapping[str, Any]
+    series: Mapping[str, Any]
+    instance: Mapping[str, Any]
+    transfer_syntax_uid: str
+    object_key: str
+    size: int
+    sha256: str
+    metadata_json: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """Where an indexed instance's bytes are and what they hash to."""
+
+    sop_instance_uid: str
+    sop_class_uid: str | None
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    object_key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One line of a study list."""
+
+    study_uid: str
+    patient_name: str | None
+    patient_id: str | None
+    study_date: str | None
+    study_description: str | None
+    accession_number: str | None
+    modalities: str
+    num_series: int
+    num_instances: int
+
+
+class Index:
+    """Patients, studies, series and instances in SQL (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = sqlite.insert if db.is_sqlite else postgresql.insert
+        # Statements of the hot path, built once so each call only binds parameters.
+        study_query = select(studies).where(studies.c.study_uid == bindparam("uid"))
+        self._select_study_locked = (
+            study_query if db.is_sqlite else study_query.with_for_update()
+        )
+        self._select_patient_by_pk = select(patients).where(patients.c.pk == bindparam("pk"))
+        self._insert_instance = self._insert(instances).on_conflict_do_nothing(
+            index_elements=["sop_instance_uid"]
+        )
+        self._select_instance_pk = select(instances.c.pk).where(
+            instances.c.sop_instance_uid == bindparam("uid")
+        )
+
+    # -- writing --------------------------------------------------------------------------
+
+    def add_instance(self, record: InstanceRecord) -> bool:
+        """Index one instance in one transaction.
+
+        Returns
+        -------
+        bool
+            True if the instance was added, False if its SOP Instance UID was already indexed
+            (the first copy is kept).
+
+        Raises
+        ------
+        IndexUnavailable, StorageFull
+            If the database fails; nothing of this instance is then indexed.
+        """
+        now = datetime.now(UTC)
+        sop_uid = record.instance["sop_instance_uid"]
+        study_uid = record.study["study_uid"]
+        with self.db.writing() as conn:
+            study_row = conn.execute(self._select_study_locked, {"uid": study_uid}).first()
+            if study_row is None:
+                patient_row = self._get_or_create(
+                    conn, patients, "patient_key", record.patient_key,
+                    {**record.patient, "patient_key": record.patient_key, "created_at": now},
+                )
+                study_row = self._get_or_create(
+                    conn, studies, "study_uid", study_uid,
+                    {**record.study, "patient_pk": patient_row.pk, "modalities_in_study": "",
+                     "num_series": 0, "num_instances": 0, "created_at": now,
+                     "updated_at": now},
+                )
+            else:
+                patient_row = conn.execute(
+                    self._select_patient_by_pk, {"pk": study_row.patient_pk}
+                ).one()
+                study_row = self._fill_blanks(conn, studies, study_row, record.study)
+            if patient_row.patient_key != record.patient_key:
+                log.warning(
+                    "study %s is indexed under patient key %r but instance %s names %r; "
+                    "the study is not re-filed", study_uid, patient_row.patient_key, sop_uid,
+                    record.patient_key,
+                )
+            else:
+                self._fill_blanks(conn, patients, patient_row, record.patient)
+            series_row = self._get_or_create(
+                conn, series, "series_uid", record.series["series_uid"],
+                {**record.series, "study_pk": study_row.pk, "num_instances": 0,
+                 "created_at": now},
+            )
+            if series_row.study_pk != study_row.pk:
+                log.warning(
+                    "series %s belongs to another study than instance %s says; not re-filed",
+                    record.series["series_uid"], sop_uid,
+                )
+            inserted = conn.execute(
+                self._insert_instance,
+                {
+                    **record.instance,
+                    "series_pk": series_row.pk,
+                    "transfer_syntax_uid": record.transfer_syntax_uid,
+                    "object_key": record.object_key,
+                    "size": record.size,
+                    "sha256": record.sha256,
+                    "metadata_json": record.metadata_json,
+                    "origin": record.origin,
+                    "received_at": now,
+                },
+            )
+            if inserted.rowcount == 0:
+                return False  # a concurrent writer indexed the same SOP Instance UID first
+            self._count_instance(conn, series_row, now)
+        return True
+
+    def _get_or_create(
+        self, conn: Connection, table: Table, key_column: str, key: str,
+        values: Mapping[str, Any],
+    ) -> Row[Any]:
+        """Get the row with ``key`` (filling its blanks from ``values``) or create it."""
+        query = select(table).where(table.c[key_column] == key)
+        row = conn.execute(query).first()
+        if row is not None:
+            return self._fill_blanks(conn, table, row, values)
+        # ON CONFLICT: another process may create the same row between our SELECT and INSERT.
+        conn.execute(
+            self._insert(table).values(**values).on_conflict_do_nothing(index_elements=[key_column])
+        )
+        return conn.execute(query).one()
+
+    @staticmethod
+    def _fill_blanks(
+        conn: Connection, table: Table, row: Row[Any], values: Mapping[str, Any]
+    ) -> Row[Any]:
+        """Set the row's empty attributes that ``values`` has; keep every other value."""
+        blanks = {
+            column: value
+            for column, value in values.items()
+            if value is not None and getattr(row, column, value) is None
+        }
+        if not blanks:
+            return row
+        conn.execute(update(table).where(table.c.pk == row.pk).values(**blanks))
+        return conn.execute(select(table).where(table.c.pk == row.pk)).one()
+
+    def _count_instance(self, conn: Connection, series_row: Row[Any], now: datetime) -> None:
+        conn.execute(
+            update(series)
+            .where(series.c.pk == series_row.pk)
+            .values(num_instances=series.c.num_instances + 1)
+        )
+        study_values: dict[str, Any] = {
+            "num_instances": studies.c.num_instances + 1,
+            "updated_at": now,
+        }
+        if series_row.num_instances == 0:  # the first instance of a new series
+            modalities = conn.execute(
+                select(series.c.modality)
+                .where(series.c.study_pk == series_row.study_pk, series.c.modality.is_not(None))
+                .distinct()
+            ).scalars()
+            study_values["num_series"] = studies.c.num_series + 1
+            study_values["modalities_in_study"] = "\\".join(sorted(set(modalities)))
+        conn.execute(
+            update(studies).where(studies.c.pk == series_row.study_pk).values(**study_values)
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        """True if an instance with this SOP Instance UID is indexed."""
+        with self.db.reading() as conn:
+            row = conn.execute(self._select_instance_pk, {"uid": sop_instance_uid}).first()
+        return row is not None
+
+    def find_instance(self, sop_instance_uid: str) -> StoredInstance | None:
+        """The stored instance with this SOP Instance UID, or None."""
+        query = (
+            select(
+                instances.c.sop_instance_uid,
+                instances.c.sop_class_uid,
+                studies.c.study_uid,
+                series.c.series_uid,
+                instances.c.transfer_syntax_uid,
+                instances.c.object_key,
+                instances.c.size,
+                instances.c.sha256,
+            )
+            .join(series, instances.c.series_pk == series.c.pk)
+            .join(studies, series.c.study_pk == studies.c.pk)
+            .where(instances.c.sop_instance_uid == sop_instance_uid)
+        )
+        with self.db.reading() as conn:
+            row = conn.execute(query).first()
+        return StoredInstance(**row._mapping) if row else None
+
+    def list_studies(self, limit: int = 100) -> list[StudySummary]:
+        """The most recently updated studies, newest first."""
+        query = (
+            select(
+                studies.c.study_uid,
+                patients.c.patient_name,
+                patients.c.patient_id,
+                studies.c.study_date,
+                studies.c.study_description,
+                studies.c.accession_number,
+                studies.c.modalities_in_study.label("modalities"),
+                studies.c.num_series,
+                studies.c.num_instances,
+            )
+            .join(patients, studies.c.patient_pk == patients.c.pk)
+            .order_by(studies.c.updated_at.desc(), studies.c.pk.desc())
+            .limit(limit)
+        )
+        with self.db.reading() as conn:
+            return [StudySummary(**row._mapping) for row in conn.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        """How many patients, studies, series and instances are indexed."""
+        with self.db.reading() as conn:
+            return {
+                table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in (patients, studies, series, instances)
+            }
+
+    def all_object_keys(self) -> set[str]:
+        """Every object key the index refers to (for the sweep of unreferenced objects)."""
+        with self.db.reading() as conn:
+            return set(conn.execute(select(instances.c.object_key)).scalars())

@@ -1,0 +1,41 @@
+"""The only place object keys are made.
+
+Keys are content addresses: the SHA-256 of the stored bytes, fanned out over two folder levels
+so no folder (or S3 prefix) grows too large: ``instances/ab/cd/abcd…``. Nothing received from
+the network ever becomes part of a key; stores refuse keys that do not have this shape, as a
+second line of defence against path traversal.
+"""
+
+from __future__ import annotations
+
+import re
+
+INSTANCE_PREFIX = "instances/"
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_INSTANCE_KEY = re.compile(r"^instances/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})$")
+
+
+def instance_key(sha256_hex: str) -> str:
+    """Return the object key for an instance whose stored bytes hash to ``sha256_hex``.
+
+    Raises
+    ------
+    ValueError
+        If ``sha256_hex`` is not 64 lower-case hexadecimal digits.
+    """
+    if not _SHA256_HEX.match(sha256_hex):
+        raise ValueError("an instance key is made from a SHA-256 hex digest")
+    return f"{INSTANCE_PREFIX}{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex}"
+
+
+def is_valid_key(key: str) -> bool:
+    """True if ``key`` is one :func:`instance_key` could have made."""
+    match = _INSTANCE_KEY.match(key)
+    return bool(match) and match.group(3).startswith(match.group(1) + match.group(2))
+
+
+def digest_of_key(key: str) -> str:
+    """The SHA-256 hex digest a valid key was made from (for ``verify``)."""
+    if not is_valid_key(key):
+        raise ValueError(f"not an object key made by the archive: {key!r}")
+    return key.rsplit("/", 1)[1]

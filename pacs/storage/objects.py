@@ -1,0 +1,49 @@
+"""The object-store protocol every backend implements, and the factory that picks one.
+
+Six methods and nothing vendor-specific: ``put`` (atomic: a reader sees the whole object or
+none), ``open`` (a stream), ``exists``, ``size``, ``delete`` and ``list`` (keys by prefix).
+Keys come only from :mod:`pacs.storage.keys`; backends refuse anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from pacs.config import Settings
+
+CHUNK_SIZE = 1024 * 1024
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Where the archived bytes live."""
+
+    def put(self, key: str, data: bytes | BinaryIO) -> None:
+        """Store ``data`` under ``key`` atomically and durably; a no-op if ``key`` exists."""
+
+    def open(self, key: str) -> BinaryIO:
+        """Return a readable stream of the object; raise ``ObjectNotFound`` if absent."""
+
+    def exists(self, key: str) -> bool:
+        """True if an object is stored under ``key``."""
+
+    def size(self, key: str) -> int:
+        """The object's size in bytes; raise ``ObjectNotFound`` if absent."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; removing an absent object is not an error."""
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield the keys that start with ``prefix``, in no particular order."""
+
+
+def open_object_store(settings: Settings) -> ObjectStore:
+    """Build the object store the settings name (``filesystem`` or ``s3``)."""
+    if settings.object_store == "s3":
+        from pacs.storage.s3 import S3ObjectStore
+
+        return S3ObjectStore.from_settings(settings)
+    from pacs.storage.filesystem import FilesystemObjectStore
+
+    return FilesystemObjectStore(settings.objects_path)

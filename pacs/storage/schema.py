@@ -1,0 +1,110 @@
+"""The index schema: patients, studies, series and instances.
+
+One column per attribute listed in :mod:`pacs.attributes`, plus keys, counts and bookkeeping.
+The same SQLAlchemy Core tables serve SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from pacs.attributes import (
+    INSTANCE_ATTRIBUTES,
+    NAME_COLUMNS,
+    PATIENT_ATTRIBUTES,
+    SERIES_ATTRIBUTES,
+    STUDY_ATTRIBUTES,
+    Attribute,
+)
+
+metadata = MetaData()
+
+# A primary key that is BIGINT on PostgreSQL and the rowid alias on SQLite.
+_Key = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _columns(attributes: tuple[Attribute, ...], *, skip: tuple[str, ...] = ()) -> list[Column]:
+    columns: list[Column] = []
+    for attribute in attributes:
+        if attribute.column in skip:
+            continue
+        columns.append(Column(attribute.column, Integer if attribute.integer else String))
+        if attribute.column in NAME_COLUMNS:
+            columns.append(Column(attribute.column + "_norm", String))
+    return columns
+
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    # Identity of a patient: issuer + ID; instances without a PatientID get one anonymous
+    # patient per study (see pacs.ingest), never a shared "empty ID" patient.
+    Column("patient_key", String, nullable=False, unique=True),
+    *_columns(PATIENT_ATTRIBUTES),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_patients_patient_id", "patient_id"),
+    Index("ix_patients_patient_name", "patient_name"),
+    Index("ix_patients_patient_name_norm", "patient_name_norm"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("patient_pk", _Key, ForeignKey("patients.pk"), nullable=False),
+    *_columns(STUDY_ATTRIBUTES, skip=("study_uid",)),
+    Column("study_uid", String(64), nullable=False, unique=True),
+    Column("modalities_in_study", String, nullable=False, default=""),
+    Column("num_series", Integer, nullable=False, default=0),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_studies_patient_pk", "patient_pk"),
+    Index("ix_studies_study_date", "study_date"),
+    Index("ix_studies_accession_number", "accession_number"),
+    Index("ix_studies_updated_at", "updated_at"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("study_pk", _Key, ForeignKey("studies.pk"), nullable=False),
+    *_columns(SERIES_ATTRIBUTES, skip=("series_uid",)),
+    Column("series_uid", String(64), nullable=False, unique=True),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_series_study_pk", "study_pk"),
+    Index("ix_series_modality", "modality"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("series_pk", _Key, ForeignKey("series.pk"), nullable=False),
+    *_columns(INSTANCE_ATTRIBUTES, skip=("sop_instance_uid",)),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("object_key", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    # The header as DICOM JSON (PS3.18 F.2) without bulk data, for fast metadata responses.
+    Column("metadata_json", Text, nullable=False),
+    Column("origin", String, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_instances_series_pk", "series_pk"),
+    Index("ix_instances_object_key", "object_key"),
+)

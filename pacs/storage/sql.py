@@ -1,0 +1,113 @@
+"""The index database connection: one engine per process, one write discipline.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so that a committed
+row survives a power cut, and it takes one writer at a time: a process-wide lock queues this
+process's writers and ``BEGIN IMMEDIATE`` queues other processes' (with a busy timeout), so
+concurrent associations wait instead of failing with "database is locked". Readers never
+wait. PostgreSQL takes the same statements through a connection pool; row locks taken by
+:mod:`pacs.storage.index` order concurrent writers to the same study.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from pacs.errors import IndexUnavailable, StorageFull
+from pacs.storage.schema import metadata
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+_SCHEMA_LOCK_ID = 0x5041_4353  # "PACS": serialises schema creation across PostgreSQL clients
+
+
+class Database:
+    """The index's engine plus the rules for writing to it."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        try:
+            if self.is_sqlite:
+                self.engine = _sqlite_engine(url)
+            else:
+                self.engine = create_engine(
+                    url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                )
+            self.create_schema()
+        except OperationalError as exc:
+            raise IndexUnavailable(f"cannot open the index database: {exc.orig}") from exc
+
+    def create_schema(self) -> None:
+        """Create missing tables; safe when several processes start at once."""
+        with self.writing() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
+            metadata.create_all(conn, checkfirst=True)
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection inside a write transaction, committed on exit, rolled back on error."""
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with _wrap_db_errors(), self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for queries (a deferred transaction: never blocks writers)."""
+        with _wrap_db_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, and in forked children)."""
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself, so writers can ask for IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+    return engine
+
+
+@contextmanager
+def _wrap_db_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        message = str(exc.orig)
+        if "disk is full" in message or "No space left" in message:
+            raise StorageFull(f"the index database is full: {message}") from exc
+        raise IndexUnavailable(f"index database error: {message}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise IndexUnavailable(f"lost the index database connection: {exc.orig}") from exc
+        raise
