@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import threading
 import time
 from typing import Any
@@ -43,6 +44,12 @@ class _TunedServer(ThreadedAssociationServer):
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown also unregisters from AE.start_server's list, which this
+        # server (made with make_server) was never on.
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 def build_ae(settings: Settings) -> AE:

@@ -1,15 +1,19 @@
 """The index database connection: one engine per process, one write discipline.
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so that a committed
-row survives a power cut, and it takes one writer at a time: a process-wide lock queues this
-process's writers and ``BEGIN IMMEDIATE`` queues other processes' (with a busy timeout), so
-concurrent associations wait instead of failing with "database is locked". Readers never
+row survives a power cut, and it takes one writer at a time: a thread lock queues this
+process's writers and an ``flock`` on a file beside the database queues other processes'
+(the kernel wakes the next writer at once, where SQLite's busy handler would sleep and poll),
+then ``BEGIN IMMEDIATE`` takes SQLite's own write lock. Concurrent associations and several
+receiver processes wait in line instead of failing with "database is locked". Readers never
 wait. PostgreSQL takes the same statements through a connection pool; row locks taken by
 :mod:`pacs.storage.index` order concurrent writers to the same study.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,9 +36,13 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._lock_file: int | None = None
         try:
             if self.is_sqlite:
                 self.engine = _sqlite_engine(url)
+                database = self.engine.url.database
+                if database and database != ":memory:":
+                    self._lock_file = os.open(f"{database}.writelock", os.O_RDWR | os.O_CREAT)
             else:
                 self.engine = create_engine(
                     url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -56,6 +64,8 @@ class Database:
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
         try:
             with _wrap_db_errors(), self.engine.connect() as conn:
                 if self.is_sqlite:
@@ -63,6 +73,8 @@ class Database:
                 with conn.begin():
                     yield conn
         finally:
+            if self._lock_file is not None:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             if lock is not None:
                 lock.release()
 
@@ -75,6 +87,9 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, and in forked children)."""
         self.engine.dispose()
+        if self._lock_file is not None:
+            os.close(self._lock_file)
+            self._lock_file = None
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -1,0 +1,174 @@
+"""The ``pacs`` command: import, ls, and serve as a real process stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from factories import STUDY_UID, make_instance
+from pacs.cli import main
+from pacs.config import Settings
+from pacs.services import open_services
+from peers import free_port, wait_for_port
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "var"
+    monkeypatch.setenv("PACS_DATA_DIR", str(folder))
+    return folder
+
+
+def instance_count(data_dir: Path) -> int:
+    services = open_services(Settings.load(environ={}, data_dir=data_dir))
+    try:
+        return services.index.counts()["instances"]
+    finally:
+        services.close()
+
+
+def test_import_folder_recursively_prints_a_summary(data_dir, tmp_path, capsys):
+    folder = tmp_path / "incoming" / "nested"
+    folder.mkdir(parents=True)
+    for number in range(3):
+        (folder / f"{number}.dcm").write_bytes(make_instance(InstanceNumber=number + 1))
+    assert main(["import", "--quiet", str(tmp_path / "incoming")]) == 0
+    out = capsys.readouterr().out
+    assert "3 stored, 0 already stored, 0 refused" in out
+    assert re.search(r"MB/s", out)
+    assert instance_count(data_dir) == 3
+
+
+def test_import_zip_archive(data_dir, tmp_path, capsys):
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for number in range(2):
+            zf.writestr(f"DICOM/IM{number}", make_instance(InstanceNumber=number + 1))
+        zf.writestr("DICOM/", b"")
+    assert main(["import", "--quiet", str(archive)]) == 0
+    assert "2 stored" in capsys.readouterr().out
+    assert instance_count(data_dir) == 2
+
+
+def test_import_twice_reports_duplicates(data_dir, tmp_path, capsys):
+    path = tmp_path / "one.dcm"
+    path.write_bytes(make_instance())
+    main(["import", "--quiet", str(path)])
+    main(["import", "--quiet", str(path)])
+    assert "0 stored, 1 already stored" in capsys.readouterr().out
+
+
+def test_import_lists_refused_files_with_reasons(data_dir, tmp_path, capsys):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "notes.txt").write_text("not an image")
+    (incoming / "hostile.dcm").write_bytes(make_instance(StudyInstanceUID="../../etc/passwd"))
+    (incoming / "good.dcm").write_bytes(make_instance())
+    assert main(["import", "--quiet", str(incoming)]) == 0
+    out = capsys.readouterr().out
+    assert "1 stored, 0 already stored, 2 refused" in out
+    assert "notes.txt: invalid: not a DICOM Part-10 file" in out
+    assert "hostile.dcm: invalid: StudyInstanceUID '../../etc/passwd' is not a valid UID" in out
+
+
+def test_import_of_missing_path_fails_with_a_message(data_dir, tmp_path, capsys):
+    assert main(["import", str(tmp_path / "nowhere")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_invalid_setting_fails_at_start_naming_it(data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("PACS_DICOM_PORT", "not-a-port")
+    assert main(["ls"]) == 2
+    assert "dicom_port" in capsys.readouterr().err
+
+
+def test_ls_shows_studies_with_patient_date_modality_and_counts(data_dir, tmp_path, capsys):
+    path = tmp_path / "one.dcm"
+    path.write_bytes(make_instance())
+    main(["import", "--quiet", str(path)])
+    capsys.readouterr()
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "Nguyễn^Văn An" in out
+    assert "20260315" in out
+    assert STUDY_UID in out
+    assert re.search(r"CT\s+CT ngực\s+1\s+1", out)
+
+
+def test_ls_on_an_empty_archive(data_dir, capsys):
+    assert main(["ls"]) == 0
+    assert "(no studies)" in capsys.readouterr().out
+
+
+def start_serve(data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_PORT": str(port),
+           "PACS_DICOM_HOST": "127.0.0.1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pacs.cli", "serve", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+    except TimeoutError:
+        process.kill()
+        raise AssertionError(process.communicate()[0]) from None
+    return process
+
+
+@pytest.mark.dcmtk
+def test_serve_stores_from_storescu_and_stops_cleanly_on_sigterm(dcmtk, data_dir, tmp_path):
+    port = free_port()
+    process = start_serve(data_dir, port, "--aet", "PACS")
+    try:
+        path = tmp_path / "one.dcm"
+        path.write_bytes(make_instance())
+        result = subprocess.run([dcmtk.storescu, "-aec", "PACS", "127.0.0.1", str(port),
+                                 str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert "association released from STORESCU@127.0.0.1" in output
+    assert "1 stored" in output
+    assert instance_count(data_dir) == 1
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_during_a_transfer_loses_no_acknowledged_instance(
+    dcmtk, data_dir, tmp_path, workers
+):
+    files = []
+    for number in range(60):
+        path = tmp_path / f"{number:03}.dcm"
+        path.write_bytes(make_instance(InstanceNumber=number + 1))
+        files.append(str(path))
+    port = free_port()
+    process = start_serve(data_dir, port, "--workers", workers)
+    sender = subprocess.Popen(
+        [dcmtk.storescu, "-v", "-aec", "PACS", "127.0.0.1", str(port), *files],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    # Stop the archive as soon as the first instances have been acknowledged.
+    acknowledged = 0
+    lines = []
+    for line in sender.stdout:
+        lines.append(line)
+        if "Received Store Response (Success)" in line:
+            acknowledged += 1
+            if acknowledged == 5:
+                process.send_signal(signal.SIGTERM)
+    sender.stdout.close()
+    sender.wait(60)
+    output = process.communicate(timeout=90)[0]
+    assert process.returncode == 0, output
+    # Every instance the sender was told is stored is in the archive.
+    assert instance_count(data_dir) >= acknowledged >= 5, "".join(lines)
