@@ -19,8 +19,9 @@ import time
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from pacs.config import Settings
 from pacs.scp import handlers
@@ -122,7 +123,9 @@ class DicomReceiver:
             return
         server.shutdown()  # no new associations
         deadline = time.monotonic() + grace
-        while server.active_associations and time.monotonic() < deadline:
+        # A connection that never asked for an association (a port probe, a half-open
+        # socket) holds no data: only established associations are waited for.
+        while self._established(server) and time.monotonic() < deadline:
             time.sleep(0.05)
         store_deadline = time.monotonic() + self.settings.dimse_timeout
         while self.assoc_log.in_flight and time.monotonic() < store_deadline:
@@ -133,3 +136,7 @@ class DicomReceiver:
             assoc.abort()
         self._server = None
         log.info("DICOM receiver stopped")
+
+    @staticmethod
+    def _established(server: AssociationServer) -> list[Association]:
+        return [assoc for assoc in server.active_associations if assoc.is_established]
