@@ -1,4 +1,5 @@
-"""Part-10 file framing: where the dataset starts, and whether the file is complete.
+"""Part-10 file framing: the file meta written for received datasets, where the dataset
+starts, and whether the file is complete.
 
 pydicom is tolerant by design: it reads a file whose last element is cut short and only warns
 (through the process-wide, thread-unsafe warnings machinery). The archive must refuse such a
@@ -18,12 +19,63 @@ from pydicom.uid import (
 
 from pacs.errors import InvalidInstance
 
+IMPLEMENTATION_CLASS_UID = "2.25.127797817886255796738790207916226343204"
+IMPLEMENTATION_VERSION_NAME = "FILMLESS_PACS_01"
+
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
+
+
+def part10_header(
+    *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_aet: str = ""
+) -> bytes:
+    """Preamble, ``DICM`` and the file meta group (PS3.10 7.1) for a dataset received as bytes.
+
+    Written here, not by pydicom, because it runs once per received instance and only needs
+    a handful of fixed elements; the dataset itself is appended untouched by the caller.
+
+    Raises
+    ------
+    InvalidInstance
+        If a value is not printable ASCII or too long for its VR (a hostile command set).
+    """
+    elements = [
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _uid_bytes(sop_class_uid)),
+        _meta_element(0x0003, b"UI", _uid_bytes(sop_instance_uid)),
+        _meta_element(0x0010, b"UI", _uid_bytes(transfer_syntax_uid)),
+        _meta_element(0x0012, b"UI", _uid_bytes(IMPLEMENTATION_CLASS_UID)),
+        _meta_element(0x0013, b"SH", _text_bytes(IMPLEMENTATION_VERSION_NAME, 16)),
+    ]
+    if source_aet.strip():
+        elements.append(_meta_element(0x0016, b"AE", _text_bytes(source_aet.strip(), 16)))
+    group = b"".join(elements)
+    length = _meta_element(0x0000, b"UL", struct.pack("<I", len(group)))
+    return b"\x00" * 128 + b"DICM" + length + group
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _uid_bytes(uid: str) -> bytes:
+    raw = _text_bytes(uid, 64, pad=b"\x00")
+    if not raw or raw.rstrip(b"\x00").strip(b"0123456789."):
+        raise InvalidInstance(f"{uid[:64]!r} is not a UID")
+    return raw
+
+
+def _text_bytes(text: str, max_length: int, pad: bytes = b" ") -> bytes:
+    if not text.isascii() or not text.isprintable() or len(text) > max_length:
+        raise InvalidInstance(f"{text[:64]!r} is not a valid file meta value")
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
 
 
 def dataset_offset(data: bytes | memoryview) -> int:

@@ -49,3 +49,7 @@ class ObjectNotFound(StorageUnavailable):
 
 class IndexUnavailable(PacsError):
     """The index database failed or cannot be reached."""
+
+
+class IndexConflict(IndexUnavailable):
+    """The database broke a lock cycle or a serialisation conflict; a retry will succeed."""

@@ -10,10 +10,10 @@ test gets a fresh database and a fresh bucket.
 from __future__ import annotations
 
 import pytest
-from peers import Dcmtk, PostgresCluster, S3Server, postgres_bindir, require_peer
 
 from pacs.config import Settings
 from pacs.services import Services, open_services
+from peers import Dcmtk, PostgresCluster, S3Server, postgres_bindir, require_peer
 
 BACKENDS = ("fs-sqlite", "s3-postgres")
 

@@ -66,7 +66,7 @@ def test_invalid_setting_fails_naming_it(environ, named):
 def test_secret_in_toml_file_is_refused(tmp_path):
     config = tmp_path / "pacs.toml"
     config.write_text('s3_secret_key = "hunter2"\n')
-    with pytest.raises(SettingsError, match="s3_secret_key.*environment"):
+    with pytest.raises(SettingsError, match=r"s3_secret_key.*environment"):
         Settings.load(environ={}, toml_path=config)
 
 

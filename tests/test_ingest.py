@@ -202,8 +202,9 @@ def _truncated() -> bytes:
         (make_instance(SOPInstanceUID="1.2/../../x"), "not a valid UID"),
     ],
     ids=[
-        "text-file", "empty", "truncated-pixel-data", "cut-in-header", "cut-in-file-meta", "no-study-uid",
-        "no-series-uid", "no-sop-uid", "empty-sop-uid", "no-sop-class", "path-traversal-uid",
+        "text-file", "empty", "truncated-pixel-data", "cut-in-header", "cut-in-file-meta",
+        "no-study-uid", "no-series-uid", "no-sop-uid", "empty-sop-uid", "no-sop-class",
+        "path-traversal-uid",
         "empty-uid-component", "trailing-dot-uid", "letters-in-uid", "65-char-uid",
         "slash-in-uid",
     ],
@@ -340,3 +341,24 @@ def test_crash_between_object_write_and_index_commit_leaves_no_dangling_row(serv
     # The sender was never told "stored", so it sends again, and this time it is archived.
     assert services.ingest(data, ORIGIN).status is IngestStatus.STORED
     assert services.index.counts()["instances"] == 2
+
+
+def test_concurrent_callers_share_transactions_without_failing_each_other(services,
+                                                                           monkeypatch):
+    # One instance whose index write fails must not fail the instances committed with it.
+    bad_uid = "1.2.826.0.1.3680043.8.498.666"
+    original = Index._add
+
+    def add(self, conn, record):
+        if record.instance["sop_instance_uid"] == bad_uid:
+            raise IndexUnavailable("simulated failure of one row")
+        return original(self, conn, record)
+
+    monkeypatch.setattr(Index, "_add", add)
+    blobs = [make_instance(InstanceNumber=i + 1) for i in range(24)]
+    blobs.append(make_instance(SOPInstanceUID=bad_uid))
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda data: services.ingest(data, ORIGIN), blobs))
+    assert [r.status for r in results[:-1]] == [IngestStatus.STORED] * 24
+    assert results[-1].status is IngestStatus.FAILED
+    assert services.index.counts()["instances"] == 24

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE, _config
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
 
 from factories import make_dataset, make_instance, to_part10

@@ -14,7 +14,9 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import events
 
-from pacs.ingest import IngestStatus, Origin
+from pacs.dicomfile import part10_header
+from pacs.errors import InvalidInstance
+from pacs.ingest import IngestResult, IngestStatus, Origin
 from pacs.scp.statuses import store_status
 from pacs.services import Services
 
@@ -54,10 +56,12 @@ def _peer(event: events.Event) -> tuple[str, str]:
 def handle_store(event: events.Event, services: Services, assoc_log: AssociationLog) -> Dataset:
     """C-STORE: hand the bytes as received to the ingest path, answer with its status."""
     calling_aet, address = _peer(event)
+    origin = Origin("dimse", calling_aet, address)
     assoc_log.begin_store()
     try:
-        data = event.encoded_dataset(include_meta=True)  # file meta + raw dataset, no decode
-        result = services.ingest(data, Origin("dimse", calling_aet, address))
+        result = services.ingest(_received_file(event, calling_aet), origin)
+    except InvalidInstance as exc:
+        result = IngestResult(IngestStatus.INVALID, reason=str(exc))
     finally:
         assoc_log.end_store()
     assoc_log.count(event.assoc, result.status.value)
@@ -65,6 +69,19 @@ def handle_store(event: events.Event, services: Services, assoc_log: Association
         log.warning("refused %s from %s@%s: %s (%s)", result.sop_instance_uid or "instance",
                     calling_aet, address, result.status.value, result.reason)
     return store_status(result)
+
+
+def _received_file(event: events.Event, calling_aet: str) -> bytes:
+    """The Part-10 file of a C-STORE: file meta from the command, then the dataset's bytes as
+    they arrived (never decoded, never re-encoded)."""
+    request = event.request
+    header = part10_header(
+        sop_class_uid=str(request.AffectedSOPClassUID or ""),
+        sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+        transfer_syntax_uid=event.context.transfer_syntax,
+        source_aet=calling_aet,
+    )
+    return header + request.DataSet.getvalue()
 
 
 def handle_accepted(event: events.Event) -> None:

@@ -6,6 +6,7 @@ half file; leftover ``*.tmp`` files are ignored by :meth:`list` and removed by t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -44,9 +45,7 @@ class FilesystemObjectStore:
             return  # content-addressed: the same key holds the same bytes
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
         try:
-            created_dir = not path.parent.is_dir()
-            if created_dir:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            new_dirs = self._make_parents(path)
             with open(tmp, "wb") as fh:
                 if isinstance(data, bytes | bytearray | memoryview):
                     fh.write(data)
@@ -56,15 +55,31 @@ class FilesystemObjectStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+            # The rename, and each folder made for it, is durable once its parent is synced.
             _fsync_dir(path.parent)
-            if created_dir:
-                _fsync_dir(path.parent.parent)
-                _fsync_dir(path.parent.parent.parent)
+            for folder in new_dirs:
+                _fsync_dir(folder.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"no space left in {self.root}") from exc
             raise StorageUnavailable(f"cannot write object {key}: {exc.strerror}") from exc
+
+    def _make_parents(self, path: Path) -> list[Path]:
+        """Create the missing folders between the root and ``path``; return the new ones."""
+        missing = []
+        folder = path.parent
+        while folder != self.root and not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        made = []
+        for folder in reversed(missing):
+            # Sync the parent even when another writer won the race to make the folder: its
+            # sync may not have happened yet, and ours must not depend on it.
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
+            made.append(folder)
+        return made
 
     def open(self, key: str) -> BinaryIO:
         """Open the object for reading."""

@@ -1,7 +1,14 @@
 """The SQL index: what is stored, where, and the attributes queries match on.
 
-Adding an instance is one transaction (:meth:`Index.add_instance`). The rules for attributes
-that differ from what is already indexed are deliberate and the same for every front end:
+Adding an instance is atomic (:meth:`Index.add_instance`), and callers that arrive together
+share a transaction: *group commit*. While one caller commits (an fsync on SQLite, a round
+trip and a WAL flush on PostgreSQL), the others queue; the next of them to run writes the whole
+queue in one transaction. Each caller still returns only after the transaction holding its
+instance has committed. If a shared transaction fails, its instances are written again one by
+one, so one bad instance cannot fail its neighbours.
+
+The rules for attributes that differ from what is already indexed are deliberate and the same
+for every front end:
 
 * **Identity never moves.** A study stays with the patient it was first indexed under, a series
   with its study. An instance that names another patient for an indexed study is still stored
@@ -18,14 +25,16 @@ that differ from what is already indexed are deliberate and the same for every f
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pacs.errors import IndexConflict
 from pacs.storage.schema import instances, patients, series, studies
 from pacs.storage.sql import Database
 
@@ -47,6 +56,20 @@ class InstanceRecord:
     sha256: str
     metadata_json: str
     origin: str
+
+
+@dataclass
+class _Pending:
+    """One caller's record waiting for a group commit, and then its outcome."""
+
+    record: InstanceRecord
+    done: bool = False
+    added: bool = False
+    error: BaseException | None = field(default=None, repr=False)
+
+
+MAX_GROUP = 64  # instances per shared transaction; bounds how long the write lock is held
+CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -96,11 +119,14 @@ class Index:
         self._select_instance_pk = select(instances.c.pk).where(
             instances.c.sop_instance_uid == bindparam("uid")
         )
+        self._group = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._committing = False
 
     # -- writing --------------------------------------------------------------------------
 
     def add_instance(self, record: InstanceRecord) -> bool:
-        """Index one instance in one transaction.
+        """Index one instance; return once the transaction holding it has committed.
 
         Returns
         -------
@@ -113,62 +139,123 @@ class Index:
         IndexUnavailable, StorageFull
             If the database fails; nothing of this instance is then indexed.
         """
+        pending = _Pending(record)
+        with self._group:
+            self._queue.append(pending)
+            while self._committing and not pending.done:
+                self._group.wait()
+            if not pending.done:  # nobody is committing: lead, with everything queued
+                batch, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                self._committing = True
+        if not pending.done:
+            try:
+                self._commit_group(batch)
+            finally:
+                with self._group:
+                    self._committing = False
+                    self._group.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.added
+
+    def _commit_group(self, batch: Sequence[_Pending]) -> None:
+        """Write ``batch`` in one transaction; on failure, write each alone."""
+        # One order for every writer (by study, the first row each instance locks) keeps
+        # concurrent transactions from locking the same rows in opposite orders.
+        batch = sorted(batch, key=lambda pending: pending.record.study["study_uid"])
+        if len(batch) > 1:
+            try:
+                with self.db.writing() as conn:
+                    added = [self._add(conn, pending.record) for pending in batch]
+            except Exception:
+                log.debug("group commit of %d instances failed; retrying one by one", len(batch))
+            else:
+                for pending, was_added in zip(batch, added, strict=True):
+                    pending.added, pending.done = was_added, True
+                return
+        for pending in batch:
+            try:
+                pending.added = self._add_alone(pending.record)
+            except Exception as exc:  # handed to the caller that owns this record
+                pending.error = exc
+            pending.done = True
+
+    def _add_alone(self, record: InstanceRecord) -> bool:
+        """One instance in its own transaction, retried when PostgreSQL breaks a deadlock."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                with self.db.writing() as conn:
+                    return self._add(conn, record)
+            except IndexConflict:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                log.debug("index write conflict, attempt %d; retrying", attempt)
+        raise AssertionError("unreachable")
+
+    def _add(self, conn: Connection, record: InstanceRecord) -> bool:
         now = datetime.now(UTC)
         sop_uid = record.instance["sop_instance_uid"]
         study_uid = record.study["study_uid"]
-        with self.db.writing() as conn:
-            study_row = conn.execute(self._select_study_locked, {"uid": study_uid}).first()
-            if study_row is None:
-                patient_row = self._get_or_create(
-                    conn, patients, "patient_key", record.patient_key,
-                    {**record.patient, "patient_key": record.patient_key, "created_at": now},
-                )
-                study_row = self._get_or_create(
-                    conn, studies, "study_uid", study_uid,
-                    {**record.study, "patient_pk": patient_row.pk, "modalities_in_study": "",
-                     "num_series": 0, "num_instances": 0, "created_at": now,
-                     "updated_at": now},
-                )
-            else:
+        study_row = conn.execute(self._select_study_locked, {"uid": study_uid}).first()
+        if study_row is None:
+            patient_row = self._get_or_create(
+                conn, patients, "patient_key", record.patient_key,
+                {**record.patient, "patient_key": record.patient_key, "created_at": now},
+            )
+            study_row = self._get_or_create(
+                conn, studies, "study_uid", study_uid,
+                {**record.study, "patient_pk": patient_row.pk, "modalities_in_study": "",
+                 "num_series": 0, "num_instances": 0, "created_at": now,
+                 "updated_at": now},
+            )
+            if not self.db.is_sqlite:
+                # Another writer may have created the study meanwhile (SQLite's single writer
+                # cannot): lock it as the branch below does, so that every transaction on this
+                # study queues on the same row lock, and take the patient it was filed under.
+                study_row = conn.execute(self._select_study_locked, {"uid": study_uid}).one()
                 patient_row = conn.execute(
                     self._select_patient_by_pk, {"pk": study_row.patient_pk}
                 ).one()
-                study_row = self._fill_blanks(conn, studies, study_row, record.study)
-            if patient_row.patient_key != record.patient_key:
-                log.warning(
-                    "study %s is indexed under patient key %r but instance %s names %r; "
-                    "the study is not re-filed", study_uid, patient_row.patient_key, sop_uid,
-                    record.patient_key,
-                )
-            else:
-                self._fill_blanks(conn, patients, patient_row, record.patient)
-            series_row = self._get_or_create(
-                conn, series, "series_uid", record.series["series_uid"],
-                {**record.series, "study_pk": study_row.pk, "num_instances": 0,
-                 "created_at": now},
+        else:
+            patient_row = conn.execute(
+                self._select_patient_by_pk, {"pk": study_row.patient_pk}
+            ).one()
+            study_row = self._fill_blanks(conn, studies, study_row, record.study)
+        if patient_row.patient_key != record.patient_key:
+            log.warning(
+                "study %s is indexed under patient key %r but instance %s names %r; "
+                "the study is not re-filed", study_uid, patient_row.patient_key, sop_uid,
+                record.patient_key,
             )
-            if series_row.study_pk != study_row.pk:
-                log.warning(
-                    "series %s belongs to another study than instance %s says; not re-filed",
-                    record.series["series_uid"], sop_uid,
-                )
-            inserted = conn.execute(
-                self._insert_instance,
-                {
-                    **record.instance,
-                    "series_pk": series_row.pk,
-                    "transfer_syntax_uid": record.transfer_syntax_uid,
-                    "object_key": record.object_key,
-                    "size": record.size,
-                    "sha256": record.sha256,
-                    "metadata_json": record.metadata_json,
-                    "origin": record.origin,
-                    "received_at": now,
-                },
+        else:
+            self._fill_blanks(conn, patients, patient_row, record.patient)
+        series_row = self._get_or_create(
+            conn, series, "series_uid", record.series["series_uid"],
+            {**record.series, "study_pk": study_row.pk, "num_instances": 0,
+             "created_at": now},
+        )
+        if series_row.study_pk != study_row.pk:
+            log.warning(
+                "series %s belongs to another study than instance %s says; not re-filed",
+                record.series["series_uid"], sop_uid,
             )
-            if inserted.rowcount == 0:
-                return False  # a concurrent writer indexed the same SOP Instance UID first
-            self._count_instance(conn, series_row, now)
+        inserted = conn.execute(
+            self._insert_instance,
+            {
+                **record.instance,
+                "series_pk": series_row.pk,
+                "transfer_syntax_uid": record.transfer_syntax_uid,
+                "object_key": record.object_key,
+                "size": record.size,
+                "sha256": record.sha256,
+                "metadata_json": record.metadata_json,
+                "origin": record.origin,
+                "received_at": now,
+            },
+        )
+        if inserted.rowcount == 0:
+            return False  # a concurrent writer indexed the same SOP Instance UID first
+        self._count_instance(conn, series_row, now)
         return True
 
     def _get_or_create(

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from pacs.errors import IndexUnavailable, StorageFull
+from pacs.errors import IndexConflict, IndexUnavailable, StorageFull
 from pacs.storage.schema import metadata
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -113,12 +113,17 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+_CONFLICT_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
+
+
 @contextmanager
 def _wrap_db_errors() -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
         message = str(exc.orig)
+        if getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
+            raise IndexConflict(f"index write conflict: {message}") from exc
         if "disk is full" in message or "No space left" in message:
             raise StorageFull(f"the index database is full: {message}") from exc
         raise IndexUnavailable(f"index database error: {message}") from exc
