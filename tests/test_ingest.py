@@ -362,3 +362,12 @@ def test_concurrent_callers_share_transactions_without_failing_each_other(servic
     assert [r.status for r in results[:-1]] == [IngestStatus.STORED] * 24
     assert results[-1].status is IngestStatus.FAILED
     assert services.index.counts()["instances"] == 24
+
+
+def test_more_concurrent_callers_than_one_group_holds_are_all_indexed(services, monkeypatch):
+    monkeypatch.setattr("pacs.storage.index.MAX_GROUP", 2)
+    blobs = [make_instance(InstanceNumber=i + 1) for i in range(30)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda data: services.ingest(data, ORIGIN), blobs))
+    assert [r.status for r in results] == [IngestStatus.STORED] * 30
+    assert services.index.counts()["instances"] == 30

@@ -131,8 +131,11 @@ class DicomReceiver:
         while self.assoc_log.in_flight and time.monotonic() < store_deadline:
             time.sleep(0.01)
         for assoc in server.active_associations:
-            log.warning("aborting association from %s at shutdown",
-                        assoc.requestor.ae_title.strip())
+            if assoc.is_established:
+                log.warning("aborting association from %s at shutdown",
+                            assoc.requestor.ae_title.strip())
+            else:
+                log.debug("closing a connection that never asked for an association")
             assoc.abort()
         self._server = None
         log.info("DICOM receiver stopped")

@@ -142,12 +142,16 @@ class Index:
         pending = _Pending(record)
         with self._group:
             self._queue.append(pending)
-            while self._committing and not pending.done:
-                self._group.wait()
-            if not pending.done:  # nobody is committing: lead, with everything queued
+        while True:
+            with self._group:
+                while self._committing and not pending.done:
+                    self._group.wait()
+                if pending.done:
+                    break
+                # Nobody is committing: lead, oldest first (this caller's own record may
+                # need more than one round when more than MAX_GROUP are queued).
                 batch, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 self._committing = True
-        if not pending.done:
             try:
                 self._commit_group(batch)
             finally:
