@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 ENV_PREFIX = "PACS_"
 OBJECT_STORES = ("filesystem", "s3")
@@ -198,6 +197,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = "***" if f.name in _SECRET_FIELDS and value else str(value)
+        out["database_url"] = _mask_password(self.database_url)
         out["index_url"] = _mask_password(self.index_url)
         return out
 

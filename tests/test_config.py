@@ -85,3 +85,12 @@ def test_describe_masks_secrets():
     described = settings.describe()
     assert "hunter2" not in str(described)
     assert "pw@" not in described["index_url"]
+
+
+def test_describe_masks_the_database_password():
+    settings = Settings.load(
+        environ={"PACS_DATABASE_URL": "postgresql+psycopg://pacs:hunter2@db/pacs"}
+    )
+    described = settings.describe()
+    assert "hunter2" not in described["database_url"]
+    assert "hunter2" not in described["index_url"]

@@ -1,0 +1,1 @@
+"""The Flask service (DICOMweb, WADO, rendering, viewer): built in the DICOMweb issue."""
