@@ -20,8 +20,9 @@ their protocol. In order, and why:
    concurrent callers: group commit).
 6. **Only then report success.**
 
-If step 5 fails the object is merely unreferenced: it is never visible and the sweep
-(``pacs sweep``) removes unreferenced objects older than a grace period. Nothing on this path
+If step 5 fails the object is merely unreferenced: it is never visible, and a sweep (an admin
+command still to come; :meth:`Index.all_object_keys` is its input) can remove or re-index
+unreferenced objects older than a grace period. Nothing on this path
 ever deletes an object, so no failure here can destroy an archived copy.
 
 Rules for files that are not clean Part-10 instances (documented, tested on pydicom's corpus):

@@ -1,7 +1,8 @@
 """Object store on a local folder: temp file in the same folder, fsync, rename.
 
 A crash at any point leaves either no file or the whole file under the final name, never a
-half file; leftover ``*.tmp`` files are ignored by :meth:`list` and removed by the sweep.
+half file; leftover ``*.tmp`` files are ignored by :meth:`list` (a sweep, still to come, will
+remove them).
 """
 
 from __future__ import annotations
