@@ -57,13 +57,8 @@ def backend(request, tmp_path) -> Settings:
 
 
 @pytest.fixture
-def settings(backend) -> Settings:
-    return backend
-
-
-@pytest.fixture
-def services(settings) -> Services:
-    opened = open_services(settings)
+def services(backend) -> Services:
+    opened = open_services(backend)
     yield opened
     opened.close()
 

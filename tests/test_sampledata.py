@@ -15,10 +15,8 @@ from pydicom.dataset import FileDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pacs import sampledata
-from pacs.config import Settings
 from pacs.dicomfile import IMPLEMENTATION_CLASS_UID
 from pacs.ingest import IngestStatus, Origin
-from pacs.services import open_services
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "sample_dicom"
@@ -171,17 +169,9 @@ def test_writing_refuses_sizes_out_of_range(tmp_path: Path, option: dict[str, in
     assert not list(tmp_path.rglob("*.dcm"))
 
 
-def test_samples_are_stored_by_the_ingest_path(tmp_path: Path, committed: list[Path]) -> None:
-    settings = Settings.load(environ={}, data_dir=tmp_path / "var")
-    services = open_services(settings)
-    try:
-        results = [
-            services.ingestor.ingest(path.read_bytes(), Origin("import", path.name))
-            for path in committed
-        ]
-        studies = services.index.list_studies()
-    finally:
-        services.close()
+def test_samples_are_stored_by_the_ingest_path(services, committed: list[Path]) -> None:
+    results = [services.ingest(p.read_bytes(), Origin("import", p.name)) for p in committed]
+    studies = services.index.list_studies()
     assert [r.reason for r in results if r.status is not IngestStatus.STORED] == []
     assert len(studies) == 3
     assert {s.patient_name for s in studies} == PATIENT_NAMES
