@@ -263,22 +263,31 @@ def metadata_json(ds: Dataset) -> str:
     Binary values over :data:`BULK_DATA_THRESHOLD` bytes are left out here; the retrieve path
     serves them from the stored object. Invalid elements are skipped rather than failing.
     """
-    _drop_bulk(ds)
-    return json.dumps(
-        ds.to_json_dict(bulk_data_threshold=2**31, suppress_invalid_tags=True),
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return json.dumps(_json_dataset(ds), ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_dataset(ds: Dataset) -> dict[str, Any]:
+    # Element by element rather than ``Dataset.to_json_dict(suppress_invalid_tags=True)``:
+    # that flag switches pydicom's *global* validation mode to "raise" and back, which is not
+    # thread-safe; two receiver threads interleaving it left every later read in strict mode.
+    encoded: dict[str, Any] = {}
+    for element in ds:
+        try:
+            if element.VR == "SQ":
+                items = [_json_dataset(item) for item in element.value or ()]
+                encoded[f"{element.tag:08X}"] = (
+                    {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                )
+            elif not _is_bulk(element):
+                encoded[f"{element.tag:08X}"] = element.to_json_dict(None, 2**31)
+        except Exception as exc:  # a malformed optional attribute is left out, not fatal
+            log.warning("left %s out of the metadata: %s", element.tag, exc)
+    return encoded
+
+
+def _is_bulk(element: Any) -> bool:
+    return (
+        element.VR in _BULK_VRS
+        and isinstance(element.value, bytes)
+        and len(element.value) > BULK_DATA_THRESHOLD
     )
-
-
-def _drop_bulk(ds: Dataset) -> None:
-    for element in list(ds):
-        if element.VR == "SQ":
-            for item in element.value or ():
-                _drop_bulk(item)
-        elif (
-            element.VR in _BULK_VRS
-            and isinstance(element.value, bytes)
-            and len(element.value) > BULK_DATA_THRESHOLD
-        ):
-            del ds[element.tag]

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
 import pytest
+from pydicom import config as pydicom_config
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from factories import STUDY_UID, make_dataset, make_instance, to_part10
 from pacs.errors import IndexUnavailable, StorageFull
-from pacs.ingest import IngestStatus, Origin
+from pacs.ingest import IngestStatus, Origin, metadata_json
 from pacs.services import open_services
 from pacs.storage.index import Index
 from pacs.storage.schema import instances, patients, series, studies
@@ -94,13 +97,37 @@ def test_d_with_stroke_is_normalised_to_d(services):
 
 
 def test_metadata_json_holds_the_header_without_pixel_data(services):
-    import json
-
     services.ingest(make_instance(), ORIGIN)
     (instance,) = rows(services, instances)
     metadata = json.loads(instance["metadata_json"])
     assert metadata["00100010"]["Value"] == [{"Alphabetic": "Nguyễn^Văn An"}]
     assert "7FE00010" not in metadata
+
+
+def _with_invalid_instance_number() -> bytes:
+    data = to_part10(make_dataset(InstanceNumber=1))
+    element = data.index(b"\x20\x00\x13\x00IS\x02\x00")  # (0020,0013) IS, 2 bytes: "1 "
+    return data[: element + 8] + b"1A" + data[element + 10 :]
+
+
+def test_metadata_json_leaves_out_an_invalid_element_and_keeps_the_rest():
+    ds = dcmread(BytesIO(_with_invalid_instance_number()), stop_before_pixels=True)
+    metadata = json.loads(metadata_json(ds))
+    assert "00200013" not in metadata
+    assert metadata["0020000D"]["Value"] == [STUDY_UID]
+
+
+def test_concurrent_metadata_encoding_leaves_pydicom_validation_mode_alone():
+    # pydicom's own "suppress invalid tags" switches a process-wide mode and is not
+    # thread-safe; the receiver encodes on many threads at once.
+    before = pydicom_config.settings.reading_validation_mode
+    datasets = [
+        dcmread(BytesIO(_with_invalid_instance_number()), stop_before_pixels=True)
+        for _ in range(16)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(metadata_json, datasets * 20))
+    assert pydicom_config.settings.reading_validation_mode == before
 
 
 def test_counts_and_modalities_in_study(services):
