@@ -5,20 +5,20 @@ The tables below are the single list of indexed attributes: the schema
 the query model (C-FIND, QIDO-RS) matches on them. They cover the PS3.4 Annex C key tables of the
 Patient Root and Study Root models plus what QIDO-RS and a study list need.
 
-Text is decoded with the instance's SpecificCharacterSet by pydicom and kept as Unicode;
-multi-valued text is joined with a backslash as in DICOM. Person names are also kept in a
+Values are read from the header's DICOM JSON (:mod:`pacs.header`), where text is already
+decoded with the instance's SpecificCharacterSet; multi-valued text is joined with a backslash
+as in DICOM. Person names are also kept in a
 normalised form (:func:`normalise_name`) so a search for ``nguyen*`` can find ``Nguyễn^Văn An``.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
+from pydicom.datadict import tag_for_keyword
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class Attribute:
     keyword: str
     column: str
     integer: bool = False
+    tag: str = field(init=False)
+    """The attribute's tag as a DICOM JSON key (``GGGGEEEE``)."""
+
+    def __post_init__(self) -> None:
+        tag = tag_for_keyword(self.keyword)
+        if tag is None:
+            raise ValueError(f"{self.keyword} is not a DICOM keyword")
+        object.__setattr__(self, "tag", f"{tag:08X}")
 
 
 def _attrs(*specs: tuple[str, str] | tuple[str, str, bool]) -> tuple[Attribute, ...]:
@@ -126,38 +134,43 @@ def normalise_name(value: str) -> str:
     return stripped.upper()
 
 
-def text_value(ds: Dataset, keyword: str) -> str | None:
-    """The attribute as Unicode text (multi-values joined by ``\\``), or None if absent/empty."""
-    element = ds.get(keyword)
-    if element is None:
+def text_value(dataset: Mapping[str, Any], tag: str) -> str | None:
+    """An attribute of a DICOM JSON dataset as Unicode text, or None if absent or empty.
+
+    Multiple values are joined with ``\\`` as in DICOM; a person name is written in its DICOM
+    form (``Alphabetic=Ideographic=Phonetic``, trailing empty groups left out).
+    """
+    element = dataset.get(tag)
+    values = element.get("Value") if element else None
+    if not values:
         return None
-    value: Any = element.value if hasattr(element, "value") else element
-    if value is None or value == "":
-        return None
-    if isinstance(value, MultiValue | list | tuple):
-        text = "\\".join(_scalar_text(v) for v in value)
-    else:
-        text = _scalar_text(value)
-    text = text.strip(" \x00")
+    text = "\\".join(_scalar_text(value) for value in values).strip(" \x00")
     return text or None
 
 
 def _scalar_text(value: Any) -> str:
-    if isinstance(value, PersonName):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.decode("ascii", errors="replace")
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # a person name's component groups
+        groups = [value.get(group, "") for group in ("Alphabetic", "Ideographic", "Phonetic")]
+        return "=".join(groups).rstrip("=")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
-def _integer_value(ds: Dataset, keyword: str) -> int | None:
-    text = text_value(ds, keyword)
-    if text is None:
-        return None
-    try:
-        return int(float(text.split("\\", 1)[0]))
-    except ValueError:
-        return None
+def _integer_value(dataset: Mapping[str, Any], tag: str) -> int | None:
+    element = dataset.get(tag)
+    values = element.get("Value") if element else None
+    value = values[0] if values else None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            return None
+    return None
 
 
 def _normalise_date(text: str) -> str:
@@ -169,8 +182,8 @@ def _normalise_time(text: str) -> str:
     return text.replace(":", "")
 
 
-def read_level(ds: Dataset, attributes: tuple[Attribute, ...]) -> dict[str, Any]:
-    """Read one level's indexed attributes from a dataset as ``{column: value}``.
+def read_level(dataset: Mapping[str, Any], attributes: tuple[Attribute, ...]) -> dict[str, Any]:
+    """Read one level's indexed attributes from a DICOM JSON dataset as ``{column: value}``.
 
     Absent attributes are ``None``; dates and times are brought to their DICOM form
     (``YYYYMMDD``, ``HHMMSS.FFFFFF``) so that range matching can compare them as strings. Each
@@ -178,15 +191,12 @@ def read_level(ds: Dataset, attributes: tuple[Attribute, ...]) -> dict[str, Any]
     """
     row: dict[str, Any] = {}
     for attribute in attributes:
-        try:
-            if attribute.integer:
-                value: Any = _integer_value(ds, attribute.keyword)
-            else:
-                value = text_value(ds, attribute.keyword)
-        except (ValueError, TypeError, LookupError):
-            # A malformed optional value (bad VR, undecodable text) must not refuse an
-            # otherwise archivable instance; the original bytes still hold it.
-            value = None
+        # A malformed value was already left out of the header (pacs.header), so it reads
+        # as absent here: it must not refuse an otherwise archivable instance.
+        if attribute.integer:
+            value: Any = _integer_value(dataset, attribute.tag)
+        else:
+            value = text_value(dataset, attribute.tag)
         if isinstance(value, str):
             if attribute.column in _DATE_COLUMNS:
                 value = _normalise_date(value)

@@ -4,9 +4,10 @@ C-STORE, ``pacs import`` (and later STOW-RS and peer imports) hand over the byte
 file and an :class:`Origin`; they get back an :class:`IngestResult` and only translate it into
 their protocol. In order, and why:
 
-1. **Parse the header only** (pydicom, stopping before the pixel data; pixels are never decoded
-   or re-encoded here) and **check the file is complete** by walking element lengths, so a cut
-   transfer is refused instead of archived as half an image.
+1. **Read the header in one pass** (:mod:`pacs.header`: element headers walked once, values
+   converted straight to DICOM JSON; pixels are never decoded or re-encoded here), which also
+   **checks the file is complete**, so a cut transfer is refused instead of archived as half
+   an image.
 2. **Validate** the Study, Series and SOP Instance UIDs (digits and dots, at most 64
    characters, no empty component) and the SOP class, before any I/O.
 3. **Skip known instances**: a SOP Instance UID already indexed is reported as already stored
@@ -39,15 +40,10 @@ import hashlib
 import json
 import logging
 import re
-import zlib
 from dataclasses import dataclass
 from enum import Enum
-from io import BytesIO
 from typing import Any, BinaryIO
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
@@ -58,7 +54,6 @@ from pacs.attributes import (
     STUDY_ATTRIBUTES,
     read_level,
 )
-from pacs.dicomfile import check_complete
 from pacs.errors import (
     IndexUnavailable,
     InvalidInstance,
@@ -67,6 +62,7 @@ from pacs.errors import (
     StorageUnavailable,
     UnsupportedSOPClass,
 )
+from pacs.header import Header, read_header
 from pacs.storage.index import Index, InstanceRecord
 from pacs.storage.keys import instance_key
 from pacs.storage.objects import ObjectStore
@@ -75,8 +71,10 @@ log = logging.getLogger(__name__)
 
 UID_MAX_LENGTH = 64
 _UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-_BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
-BULK_DATA_THRESHOLD = 1024
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
@@ -166,11 +164,11 @@ class Ingestor:
         try:
             if not isinstance(data, bytes | bytearray):
                 data = data.read()
-            ds, transfer_syntax = _read_header(data)
-            sop_uid = validate_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
-            sop_class = validate_uid(ds.get("SOPClassUID"), "SOPClassUID")
-            study_uid = validate_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
-            validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+            header = _read_header(data)
+            sop_uid = validate_uid(header.uid(SOP_INSTANCE_UID), "SOPInstanceUID")
+            sop_class = validate_uid(header.uid(SOP_CLASS_UID), "SOPClassUID")
+            study_uid = validate_uid(header.uid(STUDY_INSTANCE_UID), "StudyInstanceUID")
+            validate_uid(header.uid(SERIES_INSTANCE_UID), "SeriesInstanceUID")
             _check_sop_class(sop_class)
             done = {"sop_instance_uid": sop_uid, "sop_class_uid": sop_class,
                     "study_uid": study_uid, "size": len(data)}
@@ -178,7 +176,7 @@ class Ingestor:
                 return IngestResult(IngestStatus.ALREADY_STORED, **done)
             digest = hashlib.sha256(data).hexdigest()
             key = instance_key(digest)
-            record = _record(ds, transfer_syntax, key, digest, len(data), origin)
+            record = _record(header, key, digest, len(data), origin)
             self.store.put(key, data)  # durable when this returns
             added = self.index.add_instance(record)
             status = IngestStatus.STORED if added else IngestStatus.ALREADY_STORED
@@ -199,24 +197,18 @@ class Ingestor:
             return IngestResult(IngestStatus.FAILED, sop_uid, reason=f"internal error: {exc}")
 
 
-def _read_header(data: bytes) -> tuple[Dataset, str]:
-    """Parse the file meta and the dataset up to the pixel data; check the file is whole."""
+def _read_header(data: bytes) -> Header:
+    """Parse the file meta and the dataset's header; check the file is whole."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise InvalidInstance(
             "not a DICOM Part-10 file: no 128-byte preamble and 'DICM' prefix (PS3.10 7.1)"
         )
-    try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
-    except InvalidDicomError as exc:
-        raise InvalidInstance(f"not a DICOM file: {exc}") from exc
-    except (EOFError, ValueError, KeyError, TypeError, OverflowError, zlib.error) as exc:
-        raise InvalidInstance(f"unreadable DICOM header: {exc}") from exc
-    transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "").rstrip("\x00 ")
-    if not transfer_syntax:
-        raise InvalidInstance("the file meta has no TransferSyntaxUID (0002,0010)")
-    validate_uid(transfer_syntax, "TransferSyntaxUID")
-    check_complete(data, transfer_syntax)
-    return ds, transfer_syntax
+    header = read_header(data)
+    validate_uid(header.transfer_syntax_uid, "TransferSyntaxUID")
+    if header.skipped:
+        log.info("archived with unreadable optional values left out of the index: %s",
+                 "; ".join(header.skipped))
+    return header
 
 
 def _check_sop_class(sop_class: str) -> None:
@@ -229,13 +221,12 @@ def _check_sop_class(sop_class: str) -> None:
         raise UnsupportedSOPClass(f"SOP class {sop_class} is not a storage SOP class")
 
 
-def _record(
-    ds: Dataset, transfer_syntax: str, key: str, digest: str, size: int, origin: Origin
-) -> InstanceRecord:
-    patient = read_level(ds, PATIENT_ATTRIBUTES)
-    study = read_level(ds, STUDY_ATTRIBUTES)
-    series = read_level(ds, SERIES_ATTRIBUTES)
-    instance = read_level(ds, INSTANCE_ATTRIBUTES)
+def _record(header: Header, key: str, digest: str, size: int, origin: Origin) -> InstanceRecord:
+    dataset = header.dataset
+    patient = read_level(dataset, PATIENT_ATTRIBUTES)
+    study = read_level(dataset, STUDY_ATTRIBUTES)
+    series = read_level(dataset, SERIES_ATTRIBUTES)
+    instance = read_level(dataset, INSTANCE_ATTRIBUTES)
     if patient["patient_id"]:
         patient_key = f"{patient['issuer_of_patient_id'] or ''}|{patient['patient_id']}"
     else:
@@ -248,46 +239,19 @@ def _record(
         study=study,
         series=series,
         instance=instance,
-        transfer_syntax_uid=transfer_syntax,
+        transfer_syntax_uid=header.transfer_syntax_uid,
         object_key=key,
         size=size,
         sha256=digest,
-        metadata_json=metadata_json(ds),
+        metadata_json=metadata_json(header),
         origin=str(origin),
     )
 
 
-def metadata_json(ds: Dataset) -> str:
-    """The header as DICOM JSON (PS3.18 F.2), without bulk data, for fast metadata replies.
+def metadata_json(header: Header) -> str:
+    """The header as DICOM JSON (PS3.18 F.2) for fast metadata replies.
 
-    Binary values over :data:`BULK_DATA_THRESHOLD` bytes are left out here; the retrieve path
-    serves them from the stored object. Invalid elements are skipped rather than failing.
+    Large binary values are not copied: they carry a relative ``BulkDataURI`` instead
+    (:mod:`pacs.header`), which the retrieve path serves from the stored object.
     """
-    return json.dumps(_json_dataset(ds), ensure_ascii=False, separators=(",", ":"))
-
-
-def _json_dataset(ds: Dataset) -> dict[str, Any]:
-    # Element by element rather than ``Dataset.to_json_dict(suppress_invalid_tags=True)``:
-    # that flag switches pydicom's *global* validation mode to "raise" and back, which is not
-    # thread-safe; two receiver threads interleaving it left every later read in strict mode.
-    encoded: dict[str, Any] = {}
-    for element in ds:
-        try:
-            if element.VR == "SQ":
-                items = [_json_dataset(item) for item in element.value or ()]
-                encoded[f"{element.tag:08X}"] = (
-                    {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-                )
-            elif not _is_bulk(element):
-                encoded[f"{element.tag:08X}"] = element.to_json_dict(None, 2**31)
-        except Exception as exc:  # a malformed optional attribute is left out, not fatal
-            log.warning("left %s out of the metadata: %s", element.tag, exc)
-    return encoded
-
-
-def _is_bulk(element: Any) -> bool:
-    return (
-        element.VR in _BULK_VRS
-        and isinstance(element.value, bytes)
-        and len(element.value) > BULK_DATA_THRESHOLD
-    )
+    return json.dumps(header.dataset, ensure_ascii=False, separators=(",", ":"))

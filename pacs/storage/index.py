@@ -119,6 +119,19 @@ class Index:
         self._select_instance_pk = select(instances.c.pk).where(
             instances.c.sop_instance_uid == bindparam("uid")
         )
+        self._select_by_key = {
+            table.name: select(table).where(table.c[column] == bindparam("key"))
+            for table, column in ((patients, "patient_key"), (studies, "study_uid"),
+                                  (series, "series_uid"))
+        }
+        self._count_series_instance = (
+            update(series).where(series.c.pk == bindparam("series_pk"))
+            .values(num_instances=series.c.num_instances + 1)
+        )
+        self._count_study_instance = (
+            update(studies).where(studies.c.pk == bindparam("study_pk"))
+            .values(num_instances=studies.c.num_instances + 1, updated_at=bindparam("now"))
+        )
         self._group = threading.Condition()
         self._queue: list[_Pending] = []
         self._committing = False
@@ -267,15 +280,15 @@ class Index:
         values: Mapping[str, Any],
     ) -> Row[Any]:
         """Get the row with ``key`` (filling its blanks from ``values``) or create it."""
-        query = select(table).where(table.c[key_column] == key)
-        row = conn.execute(query).first()
+        query = self._select_by_key[table.name]
+        row = conn.execute(query, {"key": key}).first()
         if row is not None:
             return self._fill_blanks(conn, table, row, values)
         # ON CONFLICT: another process may create the same row between our SELECT and INSERT.
         conn.execute(
             self._insert(table).values(**values).on_conflict_do_nothing(index_elements=[key_column])
         )
-        return conn.execute(query).one()
+        return conn.execute(query, {"key": key}).one()
 
     @staticmethod
     def _fill_blanks(
@@ -293,25 +306,23 @@ class Index:
         return conn.execute(select(table).where(table.c.pk == row.pk)).one()
 
     def _count_instance(self, conn: Connection, series_row: Row[Any], now: datetime) -> None:
+        conn.execute(self._count_series_instance, {"series_pk": series_row.pk})
+        if series_row.num_instances:  # the common case: one more instance of a known series
+            conn.execute(self._count_study_instance, {"study_pk": series_row.study_pk, "now": now})
+            return
+        # The first instance of a new series: one more series, and perhaps a new modality.
+        modalities = conn.execute(
+            select(series.c.modality)
+            .where(series.c.study_pk == series_row.study_pk, series.c.modality.is_not(None))
+            .distinct()
+        ).scalars()
         conn.execute(
-            update(series)
-            .where(series.c.pk == series_row.pk)
-            .values(num_instances=series.c.num_instances + 1)
-        )
-        study_values: dict[str, Any] = {
-            "num_instances": studies.c.num_instances + 1,
-            "updated_at": now,
-        }
-        if series_row.num_instances == 0:  # the first instance of a new series
-            modalities = conn.execute(
-                select(series.c.modality)
-                .where(series.c.study_pk == series_row.study_pk, series.c.modality.is_not(None))
-                .distinct()
-            ).scalars()
-            study_values["num_series"] = studies.c.num_series + 1
-            study_values["modalities_in_study"] = "\\".join(sorted(set(modalities)))
-        conn.execute(
-            update(studies).where(studies.c.pk == series_row.study_pk).values(**study_values)
+            update(studies).where(studies.c.pk == series_row.study_pk).values(
+                num_instances=studies.c.num_instances + 1,
+                num_series=studies.c.num_series + 1,
+                modalities_in_study="\\".join(sorted(set(modalities))),
+                updated_at=now,
+            )
         )
 
     # -- reading --------------------------------------------------------------------------
