@@ -57,6 +57,21 @@ patients = Table(
     Index("ix_patients_patient_id", "patient_id"),
     Index("ix_patients_patient_name", "patient_name"),
     Index("ix_patients_patient_name_norm", "patient_name_norm"),
+    # Wild-card queries (pacs.query) use LIKE 'prefix%' on PostgreSQL, which a plain btree
+    # serves only under the C collation; text_pattern_ops serves it under any. SQLite's GLOB
+    # uses the plain indexes, so these exist on PostgreSQL only.
+    Index(
+        "ix_patients_patient_id_pattern", "patient_id",
+        postgresql_ops={"patient_id": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
+    Index(
+        "ix_patients_patient_name_pattern", "patient_name",
+        postgresql_ops={"patient_name": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
+    Index(
+        "ix_patients_patient_name_norm_pattern", "patient_name_norm",
+        postgresql_ops={"patient_name_norm": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
 
 studies = Table(
@@ -75,6 +90,10 @@ studies = Table(
     Index("ix_studies_study_date", "study_date"),
     Index("ix_studies_accession_number", "accession_number"),
     Index("ix_studies_updated_at", "updated_at"),
+    Index(
+        "ix_studies_accession_number_pattern", "accession_number",
+        postgresql_ops={"accession_number": "text_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
 
 series = Table(

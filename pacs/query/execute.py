@@ -1,0 +1,397 @@
+"""Running a query: one SQL statement on the index, and each row as a pydicom Dataset.
+
+Every filter compiles to a condition the database can answer from an index where the value
+allows it: single values to ``=``, UID lists to ``IN``, ranges to ``>=``/``<`` on the stored
+``YYYYMMDD`` / ``HHMMSS.FFFFFF`` strings, wild cards with a literal prefix to an index range.
+Wild cards use ``GLOB`` on SQLite, whose ``LIKE`` ignores ASCII case (and a pragma to change
+that would hold for the whole connection), and ``LIKE ... ESCAPE`` on PostgreSQL; both are
+case-sensitive, as PS3.4 C.2.2.2.4 asks, and both use an index for a literal prefix.
+
+Person names are matched component by component (the standard leaves PN matching to the
+implementation): ``Nguyễn`` matches the family name ``Nguyễn`` with any given names,
+``Nguyễn^V*`` also asks for a given name starting with ``V``, and ``^An`` for the given name
+``An`` whatever the family name; a key with ``=`` is matched against the whole value, all
+component groups. A ``*`` may run over a ``^``, which only widens a match. With fuzzy matching,
+the key is normalised like the stored ``*_norm`` columns (:func:`pacs.attributes.normalise_name`:
+upper case, no accents), so ``nguyen*`` finds ``Nguyễn^Văn An``; person-name attributes without
+a normalised column are matched as sent. A value stored with several values (``ImageType``,
+``OtherPatientIDs``) matches when any one of them does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from pydicom import config
+from pydicom.datadict import dictionary_VM
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
+from sqlalchemy import ColumnElement, FromClause, Select, and_, or_, select
+
+from pacs.attributes import normalise_name
+from pacs.query.keys import TABLES, Key, Level, find_key, vr_of
+from pacs.query.matching import (
+    AnyOf,
+    DateTimeRange,
+    EmptyValue,
+    Filter,
+    Range,
+    SingleValue,
+    UidList,
+    Wildcard,
+    filter_keywords,
+)
+from pacs.query.model import Query
+from pacs.storage.schema import instances, patients, series, studies
+from pacs.storage.sql import Database
+
+#: The Specific Character Set of a result that has any non-ASCII text (PS3.3 C.12.1.1.2).
+UTF8 = "ISO_IR 192"
+_LIKE_ESCAPE = "!"
+#: Each level's join to the level above it.
+_PARENT_JOINS = {
+    Level.STUDY: studies.c.patient_pk == patients.c.pk,
+    Level.SERIES: series.c.study_pk == studies.c.pk,
+    Level.IMAGE: instances.c.series_pk == series.c.pk,
+}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The matches of one query, in index order.
+
+    Attributes
+    ----------
+    datasets
+        One dataset per match, holding exactly the query's return keys.
+    more
+        More matches follow; the next page starts at ``offset + len(datasets)``.
+    capped
+        The server's maximum, not the query's limit, cut the list short.
+    """
+
+    datasets: list[Dataset]
+    more: bool = False
+    capped: bool = False
+
+
+def run_query(db: Database, query: Query, *, max_results: int | None = None) -> QueryResult:
+    """Run ``query`` on the index as one SQL statement.
+
+    Parameters
+    ----------
+    db
+        The index database.
+    query
+        The query to run.
+    max_results
+        The most results the server returns for any query (None: no maximum), whatever
+        limit the query asks for.
+
+    Returns
+    -------
+    QueryResult
+
+    Raises
+    ------
+    IndexUnavailable
+        If the database fails.
+    """
+    cap, capped_by_server = query.limit, False
+    if max_results is not None and (cap is None or max_results < cap):
+        cap, capped_by_server = max_results, True
+    statement = build_statement(query, db.engine.dialect.name)
+    if cap is not None:
+        statement = statement.limit(cap + 1)  # one more, to learn whether more follow
+    if query.offset:
+        statement = statement.offset(query.offset)
+    with db.reading() as conn:
+        rows = conn.execute(statement).mappings().all()
+    more = cap is not None and len(rows) > cap
+    return QueryResult(
+        [to_dataset(row, query.return_keys) for row in rows[:cap]],
+        more,
+        more and capped_by_server,
+    )
+
+
+def build_statement(query: Query, dialect: str) -> Select[Any]:
+    """The SELECT that finds ``query``'s matches, one row per match, ordered by arrival.
+
+    Parameters
+    ----------
+    query
+        The query.
+    dialect
+        The SQLAlchemy dialect name of the index database: ``sqlite`` or ``postgresql``.
+
+    Returns
+    -------
+    Select
+        Columns labelled with the keywords of the return keys the index holds.
+    """
+    level = query.level
+    returned = {
+        keyword: key
+        for keyword in query.return_keys
+        if (key := find_key(keyword, level)) is not None
+    }
+    matched = [
+        key for item in query.filters for keyword in filter_keywords(item)
+        if (key := find_key(keyword, level)) is not None
+    ]
+    top = min(
+        (key.level for key in [*returned.values(), *matched]),
+        key=attrgetter("depth"),
+        default=level,
+    )
+    compiler = _Conditions(level, query.fuzzy, sqlite=dialect == "sqlite")
+    table = TABLES[level]
+    return (
+        select(*(key.expression.label(keyword) for keyword, key in returned.items()))
+        .select_from(_joined(level, top))
+        .where(*(compiler.condition(item) for item in query.filters))
+        .order_by(table.c.pk)
+    )
+
+
+def _joined(level: Level, top: Level) -> FromClause:
+    """The level's table joined to its parents up to ``top`` (many-to-one, by primary key)."""
+    joined: FromClause = TABLES[level]
+    current = level
+    while current.depth > top.depth and (parent := current.parent) is not None:
+        joined = joined.join(TABLES[parent], _PARENT_JOINS[current])
+        current = parent
+    return joined
+
+
+class _Conditions:
+    """Compiles filters to SQL conditions for one level, fuzzy setting and dialect."""
+
+    def __init__(self, level: Level, fuzzy: bool, *, sqlite: bool) -> None:
+        self.level = level
+        self.fuzzy = fuzzy
+        self.sqlite = sqlite
+
+    def condition(self, item: Filter) -> ColumnElement[bool]:
+        """The condition for one filter."""
+        if isinstance(item, DateTimeRange):
+            return self._date_time(item)
+        key = self._key(item.keyword)
+        if isinstance(item, EmptyValue):
+            return self._empty(key)
+        column = self._column(key)
+        condition: ColumnElement[bool]
+        if isinstance(item, UidList):
+            condition = column.in_(item.uids)
+        elif isinstance(item, AnyOf):
+            condition = or_(*(self._one(key, column, choice) for choice in item.alternatives))
+        else:
+            condition = self._one(key, column, item)
+        return key.within(condition) if key.within is not None else condition
+
+    def _key(self, keyword: str) -> Key:
+        key = find_key(keyword, self.level)
+        if key is None:  # Query.__post_init__ refuses such filters
+            raise AssertionError(f"{keyword} is not held at {self.level}")
+        return key
+
+    def _column(self, key: Key) -> ColumnElement[Any]:
+        if self.fuzzy and key.normalised is not None:
+            return key.normalised
+        return key.match_column if key.match_column is not None else key.expression
+
+    def _one(
+        self, key: Key, column: ColumnElement[Any], item: SingleValue | Wildcard | Range
+    ) -> ColumnElement[bool]:
+        if isinstance(item, Range):
+            return _between(column, item.start, item.end)
+        if isinstance(item, Wildcard):
+            return self._text(key, column, item.pattern)
+        if isinstance(item.value, int) or key.vr == "DA":
+            return column == item.value
+        if key.vr in ("TM", "DT"):  # a time stands for every moment within its precision
+            return _between(column, item.value, item.value)
+        if key.vr == "PN" or key.multi_valued:
+            return self._text(key, column, item.value)
+        return column == item.value
+
+    def _text(self, key: Key, column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+        """Single value or wild card matching of text, per name component and per value."""
+        patterns: Iterable[str] = [value]
+        if key.vr == "PN":
+            if self.fuzzy and key.normalised is not None:
+                value = normalise_name(value)
+            patterns = _name_patterns(value)
+        if key.multi_valued:
+            patterns = _each_value(patterns)
+        unique = list(dict.fromkeys(patterns))
+        condition = or_(*(self._pattern(column, pattern) for pattern in unique))
+        prefix = _literal_prefix(unique)
+        if len(unique) > 1 and prefix:
+            # An OR of patterns is not an index range to the planner (SQLite then scans the
+            # level's table in primary-key order); their shared literal prefix is.
+            condition = and_(self._pattern(column, prefix + "*"), condition)
+        return condition
+
+    def _pattern(self, column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        if "*" not in pattern and "?" not in pattern:
+            return column == pattern
+        if self.sqlite:
+            return column.op("GLOB", is_comparison=True)(_glob(pattern))
+        return column.like(_like(pattern), escape=_LIKE_ESCAPE)
+
+    def _empty(self, key: Key) -> ColumnElement[bool]:
+        if key.integer:
+            return key.expression.is_(None)
+        return or_(key.expression.is_(None), key.expression == "")
+
+    def _date_time(self, item: DateTimeRange) -> ColumnElement[bool]:
+        """From (start date, start time) to (end date, end time) (PS3.4 C.2.2.2.5)."""
+        date = self._column(self._key(item.date.keyword))
+        time = self._column(self._key(item.time.keyword))
+        conditions: list[ColumnElement[bool]] = []
+        # The plain date bounds are implied by the rest; they are there for the date index.
+        if item.date.start is not None:
+            conditions.append(date >= item.date.start)
+            if item.time.start is not None:
+                conditions.append(or_(date > item.date.start, time >= item.time.start))
+        if item.date.end is not None:
+            conditions.append(date <= item.date.end)
+            end = _after(item.time.end) if item.time.end is not None else None
+            if end is not None:
+                conditions.append(or_(date < item.date.end, time < end))
+        return and_(*conditions)
+
+
+def _between(
+    column: ColumnElement[Any], start: str | None, end: str | None
+) -> ColumnElement[bool]:
+    """Inclusive range over stored DA/TM/DT strings, ``end`` extended to its precision."""
+    conditions: list[ColumnElement[bool]] = []
+    if start is not None:
+        conditions.append(column >= start)
+    if end is not None:
+        after = _after(end)
+        conditions.append(column < after if after is not None else column.is_not(None))
+    return and_(*conditions)
+
+
+def _after(value: str) -> str | None:
+    """The smallest string of digits above every value that starts with ``value``.
+
+    ``-1200`` must include 12:00:59.5 (stored ``120059.5``), so the bound is ``< 1201``
+    rather than ``<= 1200``. Incrementing the last digit with carry gives a bound made only
+    of digits and the separators already in ``value``, which every collation orders like
+    the C locale. Only a value of all nines has no such bound (None).
+    """
+    chars = list(value)
+    for index in range(len(chars) - 1, -1, -1):
+        if not chars[index].isdigit():
+            continue
+        if chars[index] != "9":
+            chars[index] = chr(ord(chars[index]) + 1)
+            return "".join(chars)
+        chars[index] = "0"
+    return None
+
+
+def _name_patterns(value: str) -> list[str]:
+    """Wild-card patterns over a whole stored name for component-wise PN matching."""
+    if "=" in value:
+        return [value]
+    components = value.split("^")
+    while components and not components[-1]:
+        components.pop()  # "Nguyễn^" asks for the family name only
+    pattern = "^".join(component or "*" for component in components) or "*"
+    if pattern.endswith("*") or len(components) >= 5:
+        return [pattern]
+    # The components not given may follow, and so may other component groups.
+    return [pattern, pattern + "^*", pattern + "=*"]
+
+
+def _literal_prefix(patterns: Sequence[str]) -> str:
+    """The longest text before any wild card that every pattern starts with."""
+    heads = [_WILDCARD.split(pattern, maxsplit=1)[0] for pattern in patterns]
+    shortest = min(heads, key=len, default="")
+    for index, char in enumerate(shortest):
+        if any(head[index] != char for head in heads):
+            return shortest[:index]
+    return shortest
+
+
+_WILDCARD = re.compile(r"[*?]")
+
+
+def _each_value(patterns: Iterable[str]) -> Iterator[str]:
+    """Patterns that match when any one of backslash-joined stored values matches."""
+    for pattern in patterns:
+        yield pattern
+        if not pattern.endswith("*"):
+            yield pattern + "\\*"
+        if not pattern.startswith("*"):
+            yield "*\\" + pattern
+            if not pattern.endswith("*"):
+                yield "*\\" + pattern + "\\*"
+
+
+def _glob(pattern: str) -> str:
+    # GLOB has no escape character: a literal "[" is written as the class "[[]". The DICOM
+    # wild cards "*" and "?" are GLOB's own, and a key cannot hold them literally.
+    return pattern.replace("[", "[[]")
+
+
+def _like(pattern: str) -> str:
+    escaped = (
+        pattern.replace(_LIKE_ESCAPE, _LIKE_ESCAPE * 2)
+        .replace("%", _LIKE_ESCAPE + "%")
+        .replace("_", _LIKE_ESCAPE + "_")
+    )
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def to_dataset(row: Mapping[Any, Any], return_keys: Sequence[str]) -> Dataset:
+    """One result as a dataset of ``return_keys``, empty where the row has no value.
+
+    Text is Unicode; when any value is not ASCII the dataset says ``ISO_IR 192`` (UTF-8) in
+    Specific Character Set, so the DIMSE edge encodes it and DICOM JSON can ignore it.
+
+    Parameters
+    ----------
+    row
+        Column values keyed by keyword (the labels of :func:`build_statement`).
+    return_keys
+        The keywords to include, in any order.
+
+    Returns
+    -------
+    Dataset
+    """
+    dataset = Dataset()
+    for keyword in return_keys:
+        dataset.add(_element(keyword, row.get(keyword)))
+    if any(isinstance(row.get(keyword), str) and not row[keyword].isascii()
+           for keyword in return_keys):
+        dataset.SpecificCharacterSet = UTF8
+    return dataset
+
+
+def _element(keyword: str, value: Any) -> DataElement:
+    tag = Tag(keyword)
+    vr = vr_of(keyword)
+    if vr == "SQ":
+        return DataElement(tag, vr, DicomSequence())
+    if isinstance(value, str) and dictionary_VM(keyword) != "1":
+        value = value.split("\\")
+    try:
+        # Values are as the modality sent them; an out-of-spec one must not fail the query.
+        return DataElement(tag, vr, value, validation_mode=config.IGNORE)
+    except (ValueError, TypeError, OverflowError):
+        # A stored text that cannot take the VR's form (an IS that is not a number).
+        return DataElement(tag, vr, None)
