@@ -1,4 +1,4 @@
-"""The ``pacs`` command: ``serve``, ``import`` and ``ls``.
+"""The ``pacs`` command: ``serve``, ``import``, ``ls`` and ``find``.
 
 Every command builds its settings the same way (defaults, ``--config``/``PACS_CONFIG`` TOML,
 ``PACS_*`` variables, then command-line options) and opens the same services.
@@ -19,9 +19,17 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+from pydicom.config import IGNORE
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from pacs.config import Settings, SettingsError
 from pacs.ingest import IngestResult, IngestStatus, Origin
+from pacs.query import InvalidKey, InvalidQuery, Level, Model, Query, run_query
 from pacs.services import open_services
 
 log = logging.getLogger("pacs")
@@ -64,6 +72,23 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--jobs", type=int, default=4, help="files archived in parallel")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.set_defaults(command=cmd_import)
+
+    find = commands.add_parser(
+        "find", help="query the local index like C-FIND and print a table",
+        description="Query the index with C-FIND matching (findscu's -k syntax): KEY=VALUE "
+                    "keys match (wildcards *, ?; ranges A-B for dates and times; UID lists "
+                    "with \\), a bare KEY adds a column. Example: pacs find -k "
+                    "PatientName='nguyen*' --fuzzy -k StudyDate=20260101-",
+    )
+    _storage_options(find)
+    find.add_argument("--level", default="STUDY", type=str.upper,
+                      choices=[level.name for level in Level], help="query level (STUDY)")
+    find.add_argument("-k", "--key", action="append", default=[], metavar="KEY[=VALUE]",
+                      help="matching key (with a value) or extra column (without); repeatable")
+    find.add_argument("--fuzzy", action="store_true",
+                      help="ignore case and accents in person names (nguyen* finds Nguyễn)")
+    find.add_argument("--limit", type=int, default=100, help="most rows printed (100)")
+    find.set_defaults(command=cmd_find)
 
     ls = commands.add_parser("ls", help="list studies, most recently received first")
     _storage_options(ls)
@@ -255,6 +280,77 @@ def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
     if not rows:
         print("(no studies)")
     return 0
+
+
+FIND_COLUMNS: dict[Level, tuple[str, ...]] = {
+    Level.PATIENT: ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "NumberOfPatientRelatedStudies"),
+    Level.STUDY: ("PatientName", "PatientID", "StudyDate", "ModalitiesInStudy",
+                  "StudyDescription", "AccessionNumber", "NumberOfStudyRelatedSeries",
+                  "NumberOfStudyRelatedInstances", "StudyInstanceUID"),
+    Level.SERIES: ("SeriesNumber", "Modality", "SeriesDescription",
+                   "NumberOfSeriesRelatedInstances", "SeriesInstanceUID"),
+    Level.IMAGE: ("InstanceNumber", "Rows", "Columns", "NumberOfFrames", "SOPInstanceUID"),
+}
+
+
+def cmd_find(settings: Settings, args: argparse.Namespace) -> int:
+    """Run a C-FIND-like query on the local index and print the matches as a table."""
+    level = Level[args.level]
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level.name
+    columns = list(FIND_COLUMNS[level])
+    try:
+        for key in args.key:
+            keyword, has_value, value = key.partition("=")
+            keyword = keyword.strip()
+            if tag_for_keyword(keyword) is None:
+                raise InvalidKey(f"{keyword!r} is not a DICOM keyword", keyword)
+            if keyword not in columns:
+                columns.append(keyword)
+            _set_key(identifier, keyword, value if has_value else "")
+        for keyword in columns:
+            if keyword not in identifier:
+                _set_key(identifier, keyword, "")
+        query = Query.from_identifier(identifier, Model.STUDY_ROOT, fuzzy=args.fuzzy,
+                                      relational=True)
+        services = open_services(settings)
+        try:
+            result = run_query(services.db, query, max_results=args.limit)
+        finally:
+            services.close()
+    except (InvalidQuery, ValueError) as exc:
+        print(f"pacs find: {exc}", file=sys.stderr)
+        return 2
+    rows = [[_cell(ds.get(keyword)) for keyword in columns] for ds in result.datasets]
+    _print_table(columns, rows)
+    if result.more or result.capped:
+        print(f"(only the first {len(rows)} matches shown; use --limit)")
+    return 0
+
+
+def _set_key(identifier: Dataset, keyword: str, value: str) -> None:
+    # The query model checks values and says what is wrong; pydicom's own check would only
+    # warn, through the process-wide warnings machinery.
+    tag = tag_for_keyword(keyword)
+    identifier[tag] = DataElement(tag, dictionary_VR(tag), value, validation_mode=IGNORE)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    if not rows:
+        print("(no matches)")
 
 
 if __name__ == "__main__":
