@@ -7,10 +7,10 @@ Every command builds its settings the same way (defaults, ``--config``/``PACS_CO
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -31,6 +31,9 @@ from pacs.config import Settings, SettingsError
 from pacs.ingest import IngestResult, IngestStatus, Origin
 from pacs.query import InvalidKey, InvalidQuery, Level, Model, Query, run_query
 from pacs.services import open_services
+
+if TYPE_CHECKING:
+    from pacs.scp.workers import WorkerSlot
 
 log = logging.getLogger("pacs")
 
@@ -63,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(serve)
     serve.add_argument("--aet", help="AE title of the archive (PACS_AET)")
     serve.add_argument("--dicom-port", type=int, help="DICOM port (PACS_DICOM_PORT)")
-    serve.add_argument("--workers", type=int, help="receiver processes (PACS_WORKERS)")
+    serve.add_argument("--workers", type=int,
+                       help="receiver processes; 0 = one per CPU core (PACS_WORKERS)")
     serve.set_defaults(command=cmd_serve)
 
     load = commands.add_parser("import", help="import DICOM files, folders and zip archives")
@@ -115,40 +119,46 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
-    """Run the DICOM receiver until SIGTERM or Ctrl-C, then stop without losing an instance."""
+    """Run the DICOM receiver until SIGTERM or Ctrl-C, then stop without losing an instance.
+
+    With more than one worker (the default is one per core), the workers are forked around
+    one listening socket and share the associations evenly (see :mod:`pacs.scp.workers`).
+    """
+    from pacs.scp.workers import Supervisor, bind_listener, default_workers
+
     log.info("settings: %s", settings.describe())
-    if settings.workers == 1:
-        return _serve_one(settings, reuse_port=False)
+    workers = settings.workers or default_workers()
+    if workers == 1:
+        return _serve_one(settings)
+    try:
+        listener = bind_listener(settings.dicom_host, settings.dicom_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.dicom_host, settings.dicom_port,
+                  exc.strerror)
+        return 1
     open_services(settings).close()  # create the schema once, before the workers race to
-    children = []
-    for number in range(settings.workers):
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                code = _serve_one(settings, reuse_port=True, name=f"worker {number + 1}")
-            finally:
-                os._exit(code)
-        children.append(pid)
-    stop = _stop_event()
-    stop.wait()
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    worst = 0
-    for pid in children:
-        _pid, status = os.waitpid(pid, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status))
-    log.info("all %d workers stopped", len(children))
-    return worst
+    log.info("starting %d receiver workers on %s:%d", workers, settings.dicom_host,
+             listener.getsockname()[1])
+
+    def worker(gate: WorkerSlot, shared: socket.socket) -> int:
+        name = f"worker {gate.slot + 1}"
+        _tag_log_lines(name)
+        return _serve_one(settings, listener=shared, gate=gate, name=name)
+
+    def ready() -> None:
+        print(f"pacs: {settings.aet} ready on port {listener.getsockname()[1]} "
+              f"({workers} receiver processes, pid {os.getpid()})", flush=True)
+
+    return Supervisor(listener, workers, worker, on_ready=ready).run()
 
 
-def _serve_one(settings: Settings, *, reuse_port: bool, name: str = "receiver") -> int:
+def _serve_one(settings: Settings, *, listener: socket.socket | None = None,
+               gate: WorkerSlot | None = None, name: str = "receiver") -> int:
     from pacs.scp.server import DicomReceiver
 
     stop = _stop_event()
     services = open_services(settings)
-    receiver = DicomReceiver(settings, services, reuse_port=reuse_port)
+    receiver = DicomReceiver(settings, services, listener=listener, gate=gate)
     try:
         receiver.start()
     except OSError as exc:
@@ -156,13 +166,22 @@ def _serve_one(settings: Settings, *, reuse_port: bool, name: str = "receiver") 
                   exc.strerror)
         services.close()
         return 1
-    print(f"pacs: {name} {settings.aet} listening on port {receiver.port} (pid {os.getpid()})",
-          flush=True)
+    if gate is None:
+        print(f"pacs: {settings.aet} ready on port {receiver.port} "
+              f"(1 receiver process, pid {os.getpid()})", flush=True)
     stop.wait()
     log.info("%s stopping", name)
     receiver.stop()
     services.close()
     return 0
+
+
+def _tag_log_lines(name: str) -> None:
+    """Name the worker in every log line it writes (``... pacs.scp [worker 2]: ...``)."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s %(name)s [{name}]: %(message)s"
+        ))
 
 
 def _stop_event() -> threading.Event:

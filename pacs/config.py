@@ -75,10 +75,10 @@ class Settings:
         default=32, metadata=_help("Most DICOM associations served at once.")
     )
     workers: int = field(
-        default=1,
+        default=0,
         metadata=_help(
-            "DICOM receiver processes sharing the port (SO_REUSEPORT); more than one is for "
-            "PostgreSQL or for SQLite on a fast disk with several sending modalities."
+            "DICOM receiver processes sharing the port; associations are spread evenly "
+            "between them. 0 means one per CPU core."
         ),
     )
     max_pdu_size: int = field(
@@ -165,8 +165,8 @@ class Settings:
             )
         if not 1 <= self.dicom_port <= 65535:
             raise SettingsError(f"dicom_port: {self.dicom_port} is not a TCP port (1-65535)")
-        if not 1 <= self.workers <= 64:
-            raise SettingsError("workers: must be between 1 and 64")
+        if not 0 <= self.workers <= 64:
+            raise SettingsError("workers: must be between 0 (one per core) and 64")
         if self.max_associations < 1:
             raise SettingsError("max_associations: must be at least 1")
         if self.max_pdu_size != 0 and not 4096 <= self.max_pdu_size <= 2**32 - 1:

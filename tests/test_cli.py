@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from factories import STUDY_UID, make_instance
 from pacs.cli import main
 from pacs.config import Settings
+from pacs.scp.workers import default_workers
 from pacs.services import open_services
 from peers import free_port, wait_for_port
 
@@ -172,3 +179,106 @@ def test_sigterm_during_a_transfer_loses_no_acknowledged_instance(
     assert process.returncode == 0, output
     # Every instance the sender was told is stored is in the archive.
     assert instance_count(data_dir) >= acknowledged >= 5, "".join(lines)
+
+
+# -- serve with several receiver processes ---------------------------------------------------
+
+
+class Serving:
+    """``pacs serve`` in a process of its own, its output read line by line as it comes."""
+
+    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+        env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_PORT": str(port),
+               "PACS_DICOM_HOST": "127.0.0.1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pacs.cli", "serve", *extra],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put("")  # end of output
+
+    def wait_until_ready(self, timeout: float = 60) -> str:
+        """The "ready" line, printed once every receiver process serves."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            self.lines.append(line)
+            if " ready on port " in line:
+                return line
+            if not line:
+                self.stop()
+                raise AssertionError("pacs serve did not get ready:\n" + "".join(self.lines))
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the exit; everything the process printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(90)
+        self._reader.join(30)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        return "".join(self.lines)
+
+
+def echo_association(port: int):
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
+    assert assoc.is_established
+    return assoc
+
+
+def test_serve_spreads_concurrent_associations_evenly_over_workers(data_dir):
+    port = free_port()
+    serving = Serving(data_dir, port, "--workers", "2")
+    serving.wait_until_ready()
+    try:
+        associations = [echo_association(port) for _ in range(4)]  # all four open at once
+        for assoc in associations:
+            assert assoc.send_c_echo().Status == 0x0000
+        for assoc in associations:
+            assoc.release()
+    finally:
+        output = serving.stop()
+    assert serving.process.returncode == 0, output
+    accepted = Counter(re.findall(r"\[(worker \d+)\]: association accepted", output))
+    assert accepted == {"worker 1": 2, "worker 2": 2}, output
+
+
+def test_serve_starts_one_worker_per_core_by_default(data_dir):
+    serving = Serving(data_dir, free_port())
+    ready = serving.wait_until_ready()
+    output = serving.stop()
+    assert serving.process.returncode == 0, output
+    assert f"({default_workers()} receiver process" in ready
+
+
+def test_serve_keeps_serving_when_a_worker_is_killed(data_dir):
+    port = free_port()
+    serving = Serving(data_dir, port, "--workers", "2")
+    serving.wait_until_ready()
+    pid = serving.process.pid
+    try:
+        workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        os.kill(int(workers[0]), signal.SIGKILL)
+        for _ in range(4):  # the survivor takes them all, the replacement joins in
+            assoc = echo_association(port)
+            assert assoc.send_c_echo().Status == 0x0000
+            assoc.release()
+    finally:
+        output = serving.stop()
+    assert serving.process.returncode == 0, output
+    assert "stopped unexpectedly" in output

@@ -53,7 +53,8 @@ def _peer(event: events.Event) -> tuple[str, str]:
     return requestor.ae_title.strip(), f"{requestor.address}:{requestor.port}"
 
 
-def handle_store(event: events.Event, services: Services, assoc_log: AssociationLog) -> Dataset:
+def handle_store(event: events.Event, services: Services,
+                 assoc_log: AssociationLog) -> int | Dataset:
     """C-STORE: hand the bytes as received to the ingest path, answer with its status."""
     calling_aet, address = _peer(event)
     origin = Origin("dimse", calling_aet, address)

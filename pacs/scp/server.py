@@ -4,16 +4,18 @@ Every storage SOP class is accepted with every transfer syntax pynetdicom knows 
 explicit little endian, big endian, deflate, JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE, MPEG...):
 the bytes are stored as received, so the archive never needs to decode them to accept them.
 
-Sockets get ``TCP_NODELAY``: pynetdicom never sets it, and without it every 0.5 MB C-STORE
-response waits ~40 ms for a delayed ACK. With ``reuse_port`` several processes can listen on
-one port (``SO_REUSEPORT``) and the kernel spreads associations between them.
+Every accepted socket gets ``TCP_NODELAY``: pynetdicom never sets it, and without it every
+0.5 MB C-STORE response waits ~40 ms for a delayed ACK. Associations run on the event-driven
+reactor of :mod:`pacs.scp.reactor`. The listening socket may be shared by several worker
+processes (:mod:`pacs.scp.workers`); an :class:`~pacs.scp.workers.AcceptGate` then says when
+this process should take the next connection.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
-import socketserver
 import threading
 import time
 from typing import Any
@@ -25,31 +27,138 @@ from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from pacs.config import Settings
 from pacs.scp import handlers
+from pacs.scp.reactor import ReceiverRequestHandler
+from pacs.scp.wakeup import WakeupPipe
+from pacs.scp.workers import AcceptGate, SoleReceiver, bind_listener
 from pacs.services import Services
 
 log = logging.getLogger("pacs.scp")
 
 
-class _TunedServer(ThreadedAssociationServer):
-    """pynetdicom's server with TCP_NODELAY on every socket and optional SO_REUSEPORT."""
+class ReceiverServer(ThreadedAssociationServer):
+    """pynetdicom's association server on a listening socket made elsewhere.
 
-    reuse_port = False
+    It accepts one connection at a time while its gate allows, sets ``TCP_NODELAY`` on it,
+    counts the connections it serves (reported to the gate) and builds each association with
+    :class:`~pacs.scp.reactor.ReceiverRequestHandler`.
+
+    Parameters
+    ----------
+    ae
+        The Application Entity (contexts, AE title, timeouts).
+    listener
+        A bound, listening socket; it is made non-blocking (another process sharing it may
+        take a connection first).
+    gate
+        Decides when to accept and hears how many connections this server serves.
+    evt_handlers
+        pynetdicom event bindings for every association.
+    """
+
+    def __init__(self, ae: AE, listener: socket.socket, gate: AcceptGate,
+                 evt_handlers: list[Any]) -> None:
+        self._listener = listener
+        self._gate = gate
+        self._live: set[socket.socket] = set()
+        self._live_lock = threading.Lock()
+        self._wakeup = WakeupPipe()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        listener.setblocking(False)
+        super().__init__(ae, listener.getsockname(), ae.ae_title, ae.supported_contexts,
+                         evt_handlers=evt_handlers, request_handler=ReceiverRequestHandler)
+        gate.publish(0)
+
+    # -- the socket comes from outside -------------------------------------------------------
 
     def server_bind(self) -> None:
-        if self.reuse_port:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().server_bind()
+        """Use the given listening socket instead of binding a new one."""
+        self.socket.close()
+        self.socket = self._listener
+        self.server_address = self._listener.getsockname()
+
+    def server_activate(self) -> None:
+        """Nothing to do: the socket already listens."""
+
+    def server_close(self) -> None:
+        """Close this process's descriptor of the listening socket (other workers may still
+        hold theirs)."""
+        self.socket.close()
+        self._wakeup.close()
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Accept connections while the gate allows, until :meth:`shutdown`."""
+        self._stopped.clear()
+        try:
+            while not self._stopping.is_set():
+                watched: list[Any] = [self._wakeup]
+                if self._gate.may_accept():
+                    watched.append(self.socket)
+                ready, _, _ = select.select(watched, [], [], poll_interval)
+                if self._wakeup in ready:
+                    self._wakeup.clear()
+                if self.socket in ready and not self._stopping.is_set():
+                    self._accept()
+                if not ready:
+                    self.service_actions()  # pynetdicom's periodic gc.collect(), when idle
+        finally:
+            self._stopped.set()
+
+    def _accept(self) -> None:
+        try:
+            request, address = self.get_request()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            log.warning("accepting a connection failed: %s", exc)
+            return
+        with self._live_lock:
+            self._live.add(request)
+        self._publish()
+        try:
+            self.process_request(request, address)
+        except Exception:
+            self.handle_error(request, address)
+            self.shutdown_request(request)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection and turn Nagle's algorithm off on it."""
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
 
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection and stop counting it (safe to call more than once)."""
+        with self._live_lock:
+            known = request in self._live
+            self._live.discard(request)
+        if known:
+            self._publish()
+        super().shutdown_request(request)
+
+    def _publish(self) -> None:
+        with self._live_lock:
+            active = len(self._live)
+        if not self._stopping.is_set():
+            self._gate.publish(active)
+        self._wakeup.set()  # re-read the gate now, not at the next poll
+
+    @property
+    def connections(self) -> list[socket.socket]:
+        """The accepted connections not closed yet."""
+        with self._live_lock:
+            return list(self._live)
+
     def shutdown(self) -> None:
-        # pynetdicom's shutdown also unregisters from AE.start_server's list, which this
-        # server (made with make_server) was never on.
-        socketserver.BaseServer.shutdown(self)
+        """Stop accepting, leave the sharing, close the listening socket; running
+        associations go on."""
+        self._stopping.set()
+        self._gate.withdraw()
+        self._wakeup.set()
+        self._stopped.wait()
         self.server_close()
 
 
@@ -69,15 +178,30 @@ def build_ae(settings: Settings) -> AE:
 
 
 class DicomReceiver:
-    """A running (or ready to run) C-STORE/C-ECHO SCP bound to the archive's services."""
+    """A running (or ready to run) C-STORE/C-ECHO SCP bound to the archive's services.
 
-    def __init__(self, settings: Settings, services: Services, *, reuse_port: bool = False):
+    Parameters
+    ----------
+    settings
+        Address, AE title, limits and timeouts.
+    services
+        The ingest path instances are handed to.
+    listener
+        A listening socket shared with other workers; by default the receiver binds
+        ``settings.dicom_host:settings.dicom_port`` itself.
+    gate
+        When to accept (see :mod:`pacs.scp.workers`); by default always.
+    """
+
+    def __init__(self, settings: Settings, services: Services, *,
+                 listener: socket.socket | None = None, gate: AcceptGate | None = None):
         self.settings = settings
         self.services = services
         self.ae = build_ae(settings)
         self.assoc_log = handlers.AssociationLog()
-        self._reuse_port = reuse_port
-        self._server: _TunedServer | None = None
+        self._listener = listener
+        self._gate = gate or SoleReceiver()
+        self._server: ReceiverServer | None = None
         self._thread: threading.Thread | None = None
 
     def _handlers(self) -> list[Any]:
@@ -96,14 +220,24 @@ class DicomReceiver:
             raise RuntimeError("the receiver is not started")
         return int(self._server.server_address[1])
 
+    @property
+    def server(self) -> ReceiverServer:
+        """The running association server."""
+        if self._server is None:
+            raise RuntimeError("the receiver is not started")
+        return self._server
+
     def start(self) -> None:
-        """Bind the port and serve associations in a background thread."""
-        server_class = type("Server", (_TunedServer,), {"reuse_port": self._reuse_port})
-        self._server = self.ae.make_server(
-            (self.settings.dicom_host, self.settings.dicom_port),
-            evt_handlers=self._handlers(),
-            server_class=server_class,
-        )
+        """Listen (or take the shared socket) and serve associations in a background thread.
+
+        Raises
+        ------
+        OSError
+            If the receiver binds the port itself and cannot.
+        """
+        listener = self._listener or bind_listener(self.settings.dicom_host,
+                                                   self.settings.dicom_port)
+        self._server = ReceiverServer(self.ae, listener, self._gate, self._handlers())
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="dicom-acceptor", daemon=True
         )

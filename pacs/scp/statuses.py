@@ -20,12 +20,21 @@ STORE_STATUS: dict[IngestStatus, int] = {
 ERROR_COMMENT_MAX = 64  # ErrorComment is LO: at most 64 characters
 
 
-def store_status(result: IngestResult) -> Dataset:
-    """The C-STORE response status dataset for an ingest result."""
+def store_status(result: IngestResult) -> int | Dataset:
+    """The C-STORE response status for an ingest result (PS3.4 Table B.2-1).
+
+    Returns
+    -------
+    int or Dataset
+        The status code alone when there is nothing more to say (success, or a refusal
+        without a reason); otherwise a status dataset with Status and ErrorComment.
+    """
+    code = STORE_STATUS[result.status]
+    if code == SUCCESS or not result.reason:
+        return code
     status = Dataset()
-    status.Status = STORE_STATUS[result.status]
-    if status.Status != SUCCESS and result.reason:
-        status.ErrorComment = _error_comment(result.reason)
+    status.Status = code
+    status.ErrorComment = _error_comment(result.reason)
     return status
 
 

@@ -6,7 +6,8 @@ Generates N CT instances (512x512, 16-bit, ~0.5 MB) and measures, in one run on 
 * ``raw copy``: the same bytes written file by file with fsync (1 and 4 threads): the
   reference the disk sets;
 * ``ingest path``: :meth:`pacs.ingest.Ingestor.ingest` called directly (1 and 4 callers);
-* ``pacs serve``: DCMTK ``storescu`` sending to the archive over 1 and 4 associations;
+* ``pacs serve``: DCMTK ``storescu`` sending to the archive over 1 and 4 associations, with
+  its default number of receiver processes (one per core) unless ``--workers`` says;
 * ``Orthanc``: the same sends to Debian's Orthanc on loopback (when installed), started as
   ../shared/ANCHORS.md says: TCP_NODELAY=1, UTF-8 default encoding, SQLite index.
 
@@ -42,6 +43,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from pacs.config import Settings
 from pacs.ingest import IngestStatus, Origin
+from pacs.scp.workers import default_workers
 from pacs.services import open_services
 
 STORESCU = "/usr/bin/storescu"
@@ -278,18 +280,29 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def pacs_serve(files: Sequence[Path], scratch: Path, associations: int, workers: int) -> Run:
+    """``pacs serve`` with ``workers`` receiver processes (0: its default, one per core)."""
     port = free_port()
     data_dir = scratch / "pacs"
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_PORT": str(port),
            "PACS_DICOM_HOST": LOOPBACK, "PACS_WORKERS": str(workers), "PACS_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen([sys.executable, "-m", "pacs.cli", "serve"], env=env,
-                              stdout=subprocess.DEVNULL)
+                              stdout=subprocess.PIPE, text=True)
     try:
-        wait_for_port(port)
+        wait_until_ready(server)
         return send_in_two_phases(server.pid, port, "PACS", files, associations)
     finally:
         stop(server)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def wait_until_ready(server: subprocess.Popen) -> None:
+    """Wait for ``pacs serve``'s "ready" line: every receiver process serves (the port
+    itself accepts connections as soon as it is bound, before the workers are up)."""
+    assert server.stdout is not None
+    for line in server.stdout:
+        if " ready on port " in line:
+            return
+    raise RuntimeError(f"pacs serve exited with code {server.wait()} before it was ready")
 
 
 def orthanc(files: Sequence[Path], scratch: Path, associations: int) -> Run:
@@ -335,8 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="CT instances (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="receiver processes of pacs serve for the 4-association run")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="receiver processes of pacs serve (default 0: pacs serve's own "
+                             "default, one per core)")
     parser.add_argument("--scratch", type=Path, default=None,
                         help="folder on the disk to measure (default: a temp folder)")
     args = parser.parse_args(argv)
@@ -360,9 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         add("ingest4", "ingest path, 4 callers", lambda: ingest_path(files, blobs, work, 4))
         have_storescu = os.access(STORESCU, os.X_OK)
         if have_storescu:
-            add("pacs1", "pacs serve, storescu 1 assoc",
-                lambda: pacs_serve(files, work, 1, 1))
-            add("pacs4", f"pacs serve ({args.workers} workers), storescu 4 assoc",
+            workers = args.workers or default_workers()
+            add("pacs1", f"pacs serve ({workers} workers), storescu 1 assoc",
+                lambda: pacs_serve(files, work, 1, args.workers))
+            add("pacs4", f"pacs serve ({workers} workers), storescu 4 assoc",
                 lambda: pacs_serve(files, work, 4, args.workers))
         else:
             print("DCMTK storescu missing: C-STORE runs skipped", file=sys.stderr)
