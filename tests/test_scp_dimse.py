@@ -6,6 +6,7 @@ import logging
 from io import BytesIO
 
 import pytest
+from pynetdicom import evt
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
@@ -193,3 +194,26 @@ def test_a_command_inside_a_dataset_aborts_the_association():
     dimse.receive_primitive(p_data((1, COMMAND_LAST + command)))
     assert dimse.msg_queue.empty()
     assert dimse.dul.event_queue.get_nowait() == "Evt19"  # invalid PDU: A-ABORT
+
+
+def test_dimse_event_handlers_see_the_c_store_messages_pynetdicom_would_give_them():
+    dimse = receiver_dimse()
+    seen = []
+    dimse.assoc.bind(evt.EVT_DIMSE_RECV, lambda event: seen.append(event.message))
+    dimse.assoc.bind(evt.EVT_DIMSE_SENT, lambda event: seen.append(event.message))
+    sent_to_peer = []
+    dimse.dul.send_pdu = sent_to_peer.append  # the DUL is not running: catch what is sent
+    command = pynetdicom_command(store_request_primitive(), C_STORE_RQ)
+    dimse.receive_primitive(p_data((1, COMMAND_LAST + command), (1, DATA_LAST + DATASET)))
+    dimse.send_msg(response(), 1)
+    received, answered = seen
+    assert isinstance(received, C_STORE_RQ)
+    assert received.command_set.AffectedSOPInstanceUID == ODD_UID
+    assert received.context_id == 1
+    assert received.data_set.getvalue() == DATASET
+    assert isinstance(answered, C_STORE_RSP)
+    assert answered.command_set.Status == 0x0000
+    assert answered.command_set.MessageIDBeingRespondedTo == 7
+    (pdata,) = sent_to_peer
+    assert bytes(pdata.presentation_data_value_list[0][1][1:]) == pynetdicom_command(
+        response(), C_STORE_RSP)

@@ -15,9 +15,12 @@ PS3.7 6.3.1), so :class:`ReceiverDIMSE` reads and writes it directly:
 * a C-STORE-RSP is encoded by :func:`encode_store_response`, byte for byte what pynetdicom
   would send (``tests/test_scp_dimse.py`` compares them).
 
-Anything else (C-ECHO, a command split over fragments, a response with an Offending Element,
-pynetdicom's chunked-to-file mode, a handler bound to the DIMSE events) takes pynetdicom's own
-path unchanged.
+Handlers bound to ``EVT_DIMSE_RECV`` / ``EVT_DIMSE_SENT`` still see each C-STORE message, as
+pynetdicom's message classes whose command set is built only if the handler reads it
+(:class:`StoreRequestMessage`, :class:`StoreResponseMessage`): a handler that only looks at
+the message type costs nothing. Anything else (C-ECHO, a command split over fragments, a
+response with an Offending Element, pynetdicom's chunked-to-file mode, pynetdicom's own
+logging handlers bound because its logger is at INFO) takes pynetdicom's own path unchanged.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, cast
 
-from pynetdicom import _config, evt
+from pydicom.dataset import Dataset
+from pynetdicom import _config, dimse_messages, evt
+from pynetdicom._handlers import standard_dimse_recv_handler, standard_dimse_sent_handler
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode
 from pynetdicom.pdu_primitives import P_DATA
 
 Buffer = bytes | bytearray | memoryview
@@ -181,7 +187,62 @@ class _IncomingStore:
 
     context_id: int
     request: C_STORE
+    command: bytes
     fragments: list[Buffer] = field(default_factory=list)
+
+
+class StoreRequestMessage(dimse_messages.C_STORE_RQ):
+    """A received C-STORE-RQ as ``EVT_DIMSE_RECV`` handlers see it: pynetdicom's message
+    class, with the command set decoded only if a handler reads it."""
+
+    def __init__(self, command: bytes, context_id: int, dataset: BytesIO) -> None:
+        # Not DIMSEMessage.__init__: it builds a command set Dataset nobody may read.
+        self.context_id = context_id
+        self.encoded_command_set = BytesIO(command)
+        self.data_set = dataset
+        self._data_set_path = None
+        self._data_set_file = None
+        self._command_set: Dataset | None = None
+
+    @property  # type: ignore[override]
+    def command_set(self) -> Dataset:
+        """The command set, decoded on first use (Implicit VR Little Endian)."""
+        if self._command_set is None:
+            raw = BytesIO(self.encoded_command_set.getvalue())
+            self._command_set = decode(raw, True, True)
+        return self._command_set
+
+    @command_set.setter
+    def command_set(self, value: Dataset) -> None:
+        self._command_set = value
+
+
+class StoreResponseMessage(dimse_messages.C_STORE_RSP):
+    """A C-STORE-RSP as ``EVT_DIMSE_SENT`` handlers see it: pynetdicom's message class, with
+    the command set built from the primitive only if a handler reads it."""
+
+    def __init__(self, response: C_STORE, context_id: int) -> None:
+        # Not DIMSEMessage.__init__: building the command set costs more than sending it.
+        self.context_id = context_id
+        self.encoded_command_set = BytesIO()
+        self.data_set = BytesIO()
+        self._data_set_path = None
+        self._data_set_file = None
+        self._response = response
+        self._command_set: Dataset | None = None
+
+    @property  # type: ignore[override]
+    def command_set(self) -> Dataset:
+        """The command set pynetdicom would have built for the response."""
+        if self._command_set is None:
+            message = dimse_messages.C_STORE_RSP()
+            message.primitive_to_message(self._response)
+            self._command_set = message.command_set
+        return self._command_set
+
+    @command_set.setter
+    def command_set(self, value: Dataset) -> None:
+        self._command_set = value
 
 
 class ReceiverDIMSE(DIMSEServiceProvider):
@@ -220,9 +281,15 @@ class ReceiverDIMSE(DIMSEServiceProvider):
             self._finish_store()
 
     def _own_path(self) -> bool:
-        return not _config.STORE_RECV_CHUNKED_DATASET and not self.assoc.get_handlers(
-            evt.EVT_DIMSE_RECV
+        return not _config.STORE_RECV_CHUNKED_DATASET and not self._logging(
+            evt.EVT_DIMSE_RECV, standard_dimse_recv_handler
         )
+
+    def _logging(self, event: Any, standard: Any) -> bool:
+        """True if pynetdicom's own logging handler is bound to ``event`` (its INFO logger
+        is on): then pynetdicom's codec runs, so that it logs exactly what it always does."""
+        bound = cast(list[tuple[Any, Any]], self.assoc.get_handlers(event))
+        return any(handler is standard for handler, _args in bound)
 
     def _start_store(self, context_id: int, view: memoryview) -> _IncomingStore | None:
         """A C-STORE-RQ started by this fragment, or None to let pynetdicom decode it."""
@@ -237,7 +304,7 @@ class ReceiverDIMSE(DIMSEServiceProvider):
             return None  # pynetdicom's decoder refuses it again, and reports it its own way
         if request is None:
             return None
-        return _IncomingStore(context_id, request)
+        return _IncomingStore(context_id, request, bytes(view[1:]))
 
     def _finish_store(self) -> None:
         store = cast(_IncomingStore, self._store)
@@ -245,17 +312,25 @@ class ReceiverDIMSE(DIMSEServiceProvider):
         request = store.request
         request.DataSet = BytesIO(b"".join(store.fragments))  # shares the joined bytes
         request._context_id = store.context_id
+        if self.assoc.get_handlers(evt.EVT_DIMSE_RECV):
+            message = StoreRequestMessage(store.command, store.context_id, request.DataSet)
+            evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": message})
         self.msg_queue.put((store.context_id, request))  # type: ignore[arg-type]
 
     # -- sending ----------------------------------------------------------------------------
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """Send a DIMSE message; a C-STORE response is encoded here, the rest by pynetdicom."""
-        if isinstance(primitive, C_STORE) and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
+        if isinstance(primitive, C_STORE) and not self._logging(
+            evt.EVT_DIMSE_SENT, standard_dimse_sent_handler
+        ):
             command = encode_store_response(primitive)
             limit = self.maximum_pdu_size
             # One PDV item: length (4), context ID (1), control header (1), command.
             if command is not None and (not limit or len(command) + 6 <= limit):
+                if self.assoc.get_handlers(evt.EVT_DIMSE_SENT):  # before sending, as pynetdicom
+                    message = StoreResponseMessage(primitive, context_id)
+                    evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
                 pdata = P_DATA()
                 pdata.presentation_data_value_list = [
                     [context_id, bytes([_COMMAND | _LAST]) + command]  # type: ignore[list-item]
