@@ -57,6 +57,7 @@ PINNED = {
     "Association.run_reactor": (Association.run_reactor, "ed8bbbe3b3d6ddae"),
     "Association._run_reactor": (Association._run_reactor, "f28838c5559e462a"),
     "Association.kill": (Association.kill, "8f9713666a7f4cff"),
+    "Association._abort_blocking": (Association._abort_blocking, "10b43ef8c63c6764"),
     "RequestHandler._create_association": (
         RequestHandler._create_association, "05c8d12b79863cdb"),
     "AssociationServer.__init__": (AssociationServer.__init__, "edacb98bdfb7b974"),
@@ -296,8 +297,20 @@ def test_wakeup_pipe_wakes_select_and_is_harmless_once_closed():
 def test_stopping_the_receiver_ends_its_association_threads(stub):
     server = start_receiver(stub)
     server.start()
+    acceptor = server.server
     assoc = associate(server.port)
     server.stop(grace=0.2)  # the association is still open: it is aborted
     assert wait_until(lambda: not assoc.is_alive())
-    assert wait_until(lambda: not [t for t in threading.enumerate()
-                                   if t.name.startswith("AcceptorThread")])
+    assert wait_until(lambda: not acceptor.active_associations)
+
+
+def test_stopping_closes_a_connection_that_never_asked_for_an_association(stub):
+    server = start_receiver(stub)
+    server.start()
+    acceptor = server.server
+    with socket.create_connection(("127.0.0.1", server.port)) as idle:
+        assert wait_until(lambda: acceptor.connections)
+        server.stop(grace=0.2)
+        idle.settimeout(20)
+        assert idle.recv(1) == b""  # closed by the receiver (no A-ABORT: none is due)
+    assert wait_until(lambda: not acceptor.active_associations)

@@ -31,7 +31,8 @@ replace only the loops and the PDU read:
   handlers are not bound while its logger is quieter than INFO.
 
 These override private methods of pynetdicom (``DULServiceProvider.run_reactor``,
-``_read_pdu_data``, ``Association._run_reactor``, ``RequestHandler._create_association``).
+``_read_pdu_data``, ``Association._run_reactor``, ``Association._abort_blocking``,
+``RequestHandler._create_association``).
 They are written against pynetdicom 3.0.4; ``tests/test_scp_reactor.py`` pins the source of
 every upstream function replaced or mirrored here, so an upgrade that changes one fails
 loudly and names it.
@@ -162,7 +163,7 @@ class ReceiverDUL(DULServiceProvider):
                     self.to_user_queue.put(CONNECTION_LOST)  # type: ignore[arg-type]
         finally:
             self.wakeup.close()
-            self._notify_assoc()  # the association thread watches for the DUL stopping
+            self._notify_assoc()
 
     def _wait(self, sock: AssociationSocket) -> None:
         """Block until the socket is readable, something is queued to send, or a timer is
@@ -212,7 +213,13 @@ class ReceiverDUL(DULServiceProvider):
         self._kill_thread = True
 
     def _notify_assoc(self) -> None:
-        wake = getattr(self.assoc, "wake", None)
+        """Tell the association thread that the DUL has stopped: wake its loop, or release it
+        from waiting for an A-ASSOCIATE-RQ that can no longer come."""
+        assoc = self.assoc
+        if not (assoc.is_established or assoc.is_released or assoc.is_aborted
+                or assoc.is_rejected):
+            self.to_user_queue.put(CONNECTION_LOST)  # type: ignore[arg-type]
+        wake = getattr(assoc, "wake", None)
         if wake is not None:
             wake.set()
 
@@ -367,6 +374,22 @@ class ReceiverAssociation(Association):
         finally:
             if self._server is not None and self.client_socket is not None:
                 self._server.shutdown_request(self.client_socket)
+
+    def _abort_blocking(self, block: bool = True) -> None:
+        """Abort the association; a connection that has not asked for one yet is closed.
+
+        pynetdicom's state machine has no A-ABORT for a connection still waiting for its
+        A-ASSOCIATE-RQ (Sta2), or not yet seen by the DUL (Sta1): sending one kills the DUL
+        thread. Shutting the socket down instead lets the DUL see the connection close and
+        end as for a port probe. (``abort()`` and, inside event handlers,
+        ``_abort_nonblocking()`` both come here.)
+        """
+        state = self.dul.state_machine.current_state
+        if ("Evt15", state) not in TRANSITION_TABLE and self.client_socket is not None:
+            with contextlib.suppress(OSError):
+                self.client_socket.shutdown(socket.SHUT_RDWR)
+            return
+        super()._abort_blocking(block)
 
     def kill(self) -> None:
         """Stop the association's reactor and its DUL."""
