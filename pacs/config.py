@@ -21,6 +21,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pacs.dicom_peers import (
+    AccessPolicy,
+    PeerSettingError,
+    RemoteAE,
+    parse_access,
+    parse_modalities,
+)
+
 ENV_PREFIX = "PACS_"
 OBJECT_STORES = ("filesystem", "s3")
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
@@ -92,6 +100,45 @@ class Settings:
         default=60.0, metadata=_help("Seconds of network silence before an association aborts.")
     )
     log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR."))
+    tls_port: int = field(
+        default=0,
+        metadata=_help("TCP port of the DICOM TLS listener (2762 by convention); 0 = no TLS."),
+    )
+    tls_certificate: Path | None = field(
+        default=None, metadata=_help("PEM certificate (chain) of the TLS listener.")
+    )
+    tls_private_key: Path | None = field(
+        default=None, metadata=_help("PEM private key of the TLS listener.")
+    )
+    tls_ca_certificates: Path | None = field(
+        default=None,
+        metadata=_help("PEM CA certificates; when set, TLS peers must present one they signed."),
+    )
+    find_fuzzy: bool = field(
+        default=True,
+        metadata=_help(
+            "C-FIND matches person names ignoring case and accents (nguyen* finds Nguyễn)."
+        ),
+    )
+    find_max_results: int = field(
+        default=1000, metadata=_help("Most matches one C-FIND request returns.")
+    )
+    modalities: str = field(
+        default="",
+        metadata=_help(
+            "Remote AEs the archive sends to (C-MOVE destinations): "
+            "'AET=host:port,AET2=host:port'; in TOML also a table of AET = 'host:port'."
+        ),
+    )
+    access: str = field(
+        default="",
+        metadata=_help(
+            "Calling AE titles allowed in, from where, for what: "
+            "'CT01@10.0.0.21:store+commit,WS1:query+retrieve,*@127.0.0.1' "
+            "(operations: store, query, retrieve, commit, echo; none = all). "
+            "Empty = any caller may do anything (logged as a warning)."
+        ),
+    )
 
     # -- derived values -------------------------------------------------------------------
 
@@ -101,6 +148,16 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def remote_aes(self) -> dict[str, RemoteAE]:
+        """The ``modalities`` setting parsed: remote AEs keyed by AE title."""
+        return parse_modalities(self.modalities)
+
+    @property
+    def access_policy(self) -> AccessPolicy:
+        """The ``access`` setting parsed into rules."""
+        return parse_access(self.access)
 
     @property
     def objects_path(self) -> Path:
@@ -188,6 +245,23 @@ class Settings:
             raise SettingsError(
                 f"database_url: scheme {scheme!r} is not supported (sqlite or postgresql)"
             )
+        if self.tls_port:
+            if not 1 <= self.tls_port <= 65535 or self.tls_port == self.dicom_port:
+                raise SettingsError(
+                    f"tls_port: {self.tls_port} must be a TCP port other than dicom_port"
+                )
+            for name in ("tls_certificate", "tls_private_key"):
+                path = getattr(self, name)
+                if path is None or not Path(path).is_file():
+                    raise SettingsError(f"{name}: a readable file is required when tls_port "
+                                        f"is set (got {path})")
+        if self.find_max_results < 1:
+            raise SettingsError("find_max_results: must be at least 1")
+        try:
+            parse_modalities(self.modalities)
+            parse_access(self.access)
+        except PeerSettingError as exc:
+            raise SettingsError(str(exc)) from None
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"log_level: {self.log_level!r} is not a log level")
 
@@ -224,6 +298,10 @@ def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(cls)}.get(name)
     if kind is None:
         raise SettingsError(f"unknown setting {name!r}")
+    if name == "modalities" and isinstance(value, Mapping):
+        value = ",".join(f"{title}={where}" for title, where in value.items())
+    elif name == "access" and isinstance(value, list):
+        value = ",".join(str(entry) for entry in value)
     try:
         if kind == "int":
             if isinstance(value, bool):

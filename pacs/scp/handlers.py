@@ -14,9 +14,11 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import events
 
+from pacs.dicom_peers import AccessPolicy, Operation
 from pacs.dicomfile import part10_header
 from pacs.errors import InvalidInstance
 from pacs.ingest import IngestResult, IngestStatus, Origin
+from pacs.scp.access import refusal
 from pacs.scp.statuses import store_status
 from pacs.services import Services
 
@@ -54,8 +56,12 @@ def _peer(event: events.Event) -> tuple[str, str]:
 
 
 def handle_store(event: events.Event, services: Services,
-                 assoc_log: AssociationLog) -> int | Dataset:
+                 assoc_log: AssociationLog, policy: AccessPolicy) -> int | Dataset:
     """C-STORE: hand the bytes as received to the ingest path, answer with its status."""
+    refused = refusal(event, policy, Operation.STORE)
+    if refused is not None:
+        assoc_log.count(event.assoc, "not authorized")
+        return refused
     calling_aet, address = _peer(event)
     origin = Origin("dimse", calling_aet, address)
     assoc_log.begin_store()

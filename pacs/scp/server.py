@@ -13,27 +13,37 @@ this process should take the next connection.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from pacs.config import Settings
-from pacs.scp import handlers
+from pacs.scp import access, find, handlers
+from pacs.scp.commitment import CommitmentReporter
 from pacs.scp.reactor import ReceiverRequestHandler
+from pacs.scp.tls import server_context
 from pacs.scp.wakeup import WakeupPipe
 from pacs.scp.workers import AcceptGate, SoleReceiver, bind_listener
 from pacs.services import Services
 
 log = logging.getLogger("pacs.scp")
+
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client gets to finish its handshake
 
 
 class ReceiverServer(ThreadedAssociationServer):
@@ -54,12 +64,17 @@ class ReceiverServer(ThreadedAssociationServer):
         Decides when to accept and hears how many connections this server serves.
     evt_handlers
         pynetdicom event bindings for every association.
+    tls
+        For a TLS listener: the context each connection is wrapped in. The handshake runs
+        on the connection's own thread (bounded by :data:`TLS_HANDSHAKE_TIMEOUT`), never on
+        the accepting one, so a client that stalls it holds up nobody else.
     """
 
     def __init__(self, ae: AE, listener: socket.socket, gate: AcceptGate,
-                 evt_handlers: list[Any]) -> None:
+                 evt_handlers: list[Any], tls: ssl.SSLContext | None = None) -> None:
         self._listener = listener
         self._gate = gate
+        self._tls = tls
         self._live: set[socket.socket] = set()
         self._live_lock = threading.Lock()
         self._wakeup = WakeupPipe()
@@ -125,6 +140,18 @@ class ReceiverServer(ThreadedAssociationServer):
             self.handle_error(request, address)
             self.shutdown_request(request)
 
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Serve one connection (on its own thread), after the TLS handshake if any."""
+        if self._tls is not None:
+            request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+            try:
+                request = self._tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("TLS handshake with %s failed: %s", client_address[0], exc)
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection and turn Nagle's algorithm off on it."""
         client, address = super().get_request()
@@ -154,19 +181,13 @@ class ReceiverServer(ThreadedAssociationServer):
             return list(self._live)
 
     def shutdown(self) -> None:
-        """Stop accepting, leave the sharing, close the listening socket, and close the
-        connections that have no association (yet); running associations go on."""
+        """Stop accepting, leave the sharing, close the listening socket; running
+        associations go on."""
         self._stopping.set()
         self._gate.withdraw()
         self._wakeup.set()
         self._stopped.wait()
         self.server_close()
-        established = {getattr(assoc, "client_socket", None)
-                       for assoc in self.active_associations if assoc.is_established}
-        for connection in self.connections:
-            if connection not in established:
-                with contextlib.suppress(OSError):  # the DUL sees it close, and ends
-                    connection.shutdown(socket.SHUT_RDWR)
 
 
 def build_ae(settings: Settings) -> AE:
@@ -181,6 +202,11 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    for model in (PatientRootQueryRetrieveInformationModelFind,
+                  StudyRootQueryRetrieveInformationModelFind):
+        ae.add_supported_context(model)
+    # The requester may take the SCU role for the report on its own association.
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
     return ae
 
 
@@ -198,22 +224,39 @@ class DicomReceiver:
         ``settings.dicom_host:settings.dicom_port`` itself.
     gate
         When to accept (see :mod:`pacs.scp.workers`); by default always.
+    tls_listener
+        The listening socket of the TLS port, shared with other workers; by default the
+        receiver binds ``settings.dicom_host:settings.tls_port`` itself when ``tls_port`` is
+        set.
     """
 
     def __init__(self, settings: Settings, services: Services, *,
-                 listener: socket.socket | None = None, gate: AcceptGate | None = None):
+                 listener: socket.socket | None = None, gate: AcceptGate | None = None,
+                 tls_listener: socket.socket | None = None):
         self.settings = settings
         self.services = services
         self.ae = build_ae(settings)
         self.assoc_log = handlers.AssociationLog()
+        self.policy = settings.access_policy
+        self.commitments = CommitmentReporter(settings)
         self._listener = listener
         self._gate = gate or SoleReceiver()
+        self._tls_listener = tls_listener
         self._server: ReceiverServer | None = None
+        self._tls_server: ReceiverServer | None = None
         self._thread: threading.Thread | None = None
 
     def _handlers(self) -> list[Any]:
+        find_handler = partial(find.handle_find, fuzzy=self.settings.find_fuzzy,
+                               max_results=self.settings.find_max_results)
         return [
-            (evt.EVT_C_STORE, handlers.handle_store, [self.services, self.assoc_log]),
+            (evt.EVT_CONN_OPEN, access.handle_connection_open, [self.policy]),
+            (evt.EVT_C_STORE, handlers.handle_store,
+             [self.services, self.assoc_log, self.policy]),
+            (evt.EVT_C_FIND, find_handler, [self.services, self.policy]),
+            (evt.EVT_N_ACTION, self.commitments.handle_n_action, [self.services, self.policy]),
+            (evt.EVT_DIMSE_SENT, self.commitments.handle_dimse_sent),
+            (evt.EVT_PDU_SENT, self.commitments.handle_pdu_sent),
             (evt.EVT_ACCEPTED, handlers.handle_accepted),
             (evt.EVT_REJECTED, handlers.handle_rejected),
             (evt.EVT_RELEASED, handlers.handle_released, [self.assoc_log]),
@@ -242,6 +285,7 @@ class DicomReceiver:
         OSError
             If the receiver binds the port itself and cannot.
         """
+        tls = server_context(self.settings)  # a bad certificate fails before any bind
         listener = self._listener or bind_listener(self.settings.dicom_host,
                                                    self.settings.dicom_port)
         self._server = ReceiverServer(self.ae, listener, self._gate, self._handlers())
@@ -251,6 +295,18 @@ class DicomReceiver:
         self._thread.start()
         log.info("DICOM receiver %s listening on %s:%d", self.settings.aet,
                  self.settings.dicom_host, self.port)
+        if tls is not None:
+            tls_listener = self._tls_listener or bind_listener(self.settings.dicom_host,
+                                                               self.settings.tls_port)
+            self._tls_server = ReceiverServer(self.ae, tls_listener, SoleReceiver(),
+                                              self._handlers(), tls=tls)
+            threading.Thread(target=self._tls_server.serve_forever,
+                             name="dicom-tls-acceptor", daemon=True).start()
+            log.info("DICOM TLS listener on %s:%d", self.settings.dicom_host,
+                     tls_listener.getsockname()[1])
+        if self.policy.open:
+            log.warning("no access rules (the access setting is empty): any calling AE may "
+                        "store, query and retrieve")
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let running associations finish, and never cut an ingest short.
@@ -259,26 +315,28 @@ class DicomReceiver:
         C-STORE is being archived: a sender whose instance was not acknowledged keeps it and
         sends it again, so nothing is lost either way.
         """
-        server = self._server
-        if server is None:
+        servers = [server for server in (self._server, self._tls_server) if server is not None]
+        if not servers:
             return
-        server.shutdown()  # no new associations
+        for server in servers:
+            server.shutdown()  # no new associations
         deadline = time.monotonic() + grace
         # A connection that never asked for an association (a port probe, a half-open
         # socket) holds no data: only established associations are waited for.
-        while self._established(server) and time.monotonic() < deadline:
+        while any(self._established(server) for server in servers) \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
         store_deadline = time.monotonic() + self.settings.dimse_timeout
         while self.assoc_log.in_flight and time.monotonic() < store_deadline:
             time.sleep(0.01)
-        for assoc in server.active_associations:
+        for assoc in [assoc for server in servers for assoc in server.active_associations]:
             if assoc.is_established:
                 log.warning("aborting association from %s at shutdown",
                             assoc.requestor.ae_title.strip())
             else:
                 log.debug("closing a connection that never asked for an association")
             assoc.abort()
-        self._server = None
+        self._server = self._tls_server = None
         log.info("DICOM receiver stopped")
 
     @staticmethod

@@ -1,0 +1,135 @@
+"""DICOM over TLS: DCMTK's echoscu and storescu with certificates made by the test."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from factories import make_instance
+from pacs.config import SettingsError
+from pacs.scp.server import DicomReceiver
+from pacs.scp.tls import server_context
+from peers import free_port
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(folder: Path, stem: str, key, certificate) -> tuple[Path, Path]:
+    key_path, cert_path = folder / f"{stem}.key", folder / f"{stem}.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("Test Hospital CA", ca_key, "Test Hospital CA", ca_key, ca=True)
+    _, ca_pem = _write(folder, "ca", ca_key, ca)
+    files = {"ca": ca_pem}
+    for who in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[f"{who}_key"], files[f"{who}_pem"] = _write(
+            folder, who, key, _certificate(who, key, "Test Hospital CA", ca_key, ca=False))
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = _certificate("stranger", stranger_key, "stranger", stranger_key, ca=False)
+    files["stranger_key"], files["stranger_pem"] = _write(folder, "stranger", stranger_key,
+                                                          stranger)
+    return files
+
+
+@pytest.fixture
+def tls_receiver(services, pki):
+    port = free_port()
+    settings = services.settings.with_overrides(
+        dicom_host="127.0.0.1", dicom_port=free_port(), tls_port=port,
+        tls_certificate=pki["server_pem"], tls_private_key=pki["server_key"],
+        tls_ca_certificates=pki["ca"],
+    )
+    server = DicomReceiver(settings, services)
+    server.start()
+    yield server
+    server.stop(grace=5)
+
+
+def _tls_args(pki, who: str = "client") -> list[str]:
+    return ["+tls", str(pki[f"{who}_key"]), str(pki[f"{who}_pem"]), "+cf", str(pki["ca"])]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=60,
+                          env={"TCP_NODELAY": "1"})
+
+
+def test_echo_over_tls_with_a_client_certificate_succeeds(dcmtk, pki, tls_receiver):
+    done = _run([dcmtk.echoscu, "-aec", "PACS", *_tls_args(pki), "127.0.0.1",
+                 str(tls_receiver.settings.tls_port)])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_store_over_tls_archives_the_instance(dcmtk, pki, tls_receiver, services, tmp_path):
+    path = tmp_path / "one.dcm"
+    path.write_bytes(make_instance())
+    done = _run([dcmtk.storescu, "-aec", "PACS", *_tls_args(pki), "127.0.0.1",
+                 str(tls_receiver.settings.tls_port), str(path)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert services.index.counts()["instances"] == 1
+
+
+def test_client_certificate_from_an_unknown_authority_is_refused(dcmtk, pki, tls_receiver):
+    done = _run([dcmtk.echoscu, "-aec", "PACS", *_tls_args(pki, "stranger"), "127.0.0.1",
+                 str(tls_receiver.settings.tls_port)])
+    assert done.returncode != 0
+
+
+def test_plain_connection_to_the_tls_port_is_refused_and_plain_port_still_works(
+        dcmtk, tls_receiver):
+    plain_on_tls = _run([dcmtk.echoscu, "-aec", "PACS", "-to", "5", "127.0.0.1",
+                         str(tls_receiver.settings.tls_port)])
+    assert plain_on_tls.returncode != 0
+    plain = _run([dcmtk.echoscu, "-aec", "PACS", "127.0.0.1", str(tls_receiver.port)])
+    assert plain.returncode == 0
+
+
+def test_unreadable_key_fails_at_start_naming_the_setting(services, pki, tmp_path):
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not a key")
+    settings = services.settings.with_overrides(
+        dicom_port=free_port(), tls_port=free_port(), tls_certificate=pki["server_pem"],
+        tls_private_key=bad_key,
+    )
+    with pytest.raises(SettingsError, match="tls_certificate/tls_private_key"):
+        server_context(settings)
