@@ -132,9 +132,12 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         return _serve_one(settings)
     try:
         listener = bind_listener(settings.dicom_host, settings.dicom_port)
+        # The TLS port is bound here too, so that every forked worker serves it.
+        tls_listener = (bind_listener(settings.dicom_host, settings.tls_port)
+                        if settings.tls_port else None)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.dicom_host, settings.dicom_port,
-                  exc.strerror)
+        log.error("cannot listen on %s (port %d, TLS port %d): %s", settings.dicom_host,
+                  settings.dicom_port, settings.tls_port, exc.strerror)
         return 1
     open_services(settings).close()  # create the schema once, before the workers race to
     log.info("starting %d receiver workers on %s:%d", workers, settings.dicom_host,
@@ -143,7 +146,8 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     def worker(gate: WorkerSlot, shared: socket.socket) -> int:
         name = f"worker {gate.slot + 1}"
         _tag_log_lines(name)
-        return _serve_one(settings, listener=shared, gate=gate, name=name)
+        return _serve_one(settings, listener=shared, gate=gate, name=name,
+                          tls_listener=tls_listener)
 
     def ready() -> None:
         print(f"pacs: {settings.aet} ready on port {listener.getsockname()[1]} "
@@ -153,14 +157,20 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _serve_one(settings: Settings, *, listener: socket.socket | None = None,
-               gate: WorkerSlot | None = None, name: str = "receiver") -> int:
+               gate: WorkerSlot | None = None, name: str = "receiver",
+               tls_listener: socket.socket | None = None) -> int:
     from pacs.scp.server import DicomReceiver
 
     stop = _stop_event()
     services = open_services(settings)
-    receiver = DicomReceiver(settings, services, listener=listener, gate=gate)
+    receiver = DicomReceiver(settings, services, listener=listener, gate=gate,
+                             tls_listener=tls_listener)
     try:
         receiver.start()
+    except SettingsError as exc:
+        log.error("cannot start the receiver: %s", exc)
+        services.close()
+        return 2
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.dicom_host, settings.dicom_port,
                   exc.strerror)

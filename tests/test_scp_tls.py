@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from factories import make_instance
 from pacs.config import SettingsError
 from pacs.scp.server import DicomReceiver
 from pacs.scp.tls import server_context
-from peers import free_port
+from peers import free_port, wait_for_port
 
 
 def _name(common_name: str) -> x509.Name:
@@ -133,3 +136,26 @@ def test_unreadable_key_fails_at_start_naming_the_setting(services, pki, tmp_pat
     )
     with pytest.raises(SettingsError, match="tls_certificate/tls_private_key"):
         server_context(settings)
+
+
+def test_serve_with_two_workers_answers_on_the_tls_port(dcmtk, pki, tmp_path):
+    port, tls_port = free_port(), free_port()
+    env = {**os.environ, "PACS_DATA_DIR": str(tmp_path / "var"), "PACS_DICOM_HOST": "127.0.0.1",
+           "PACS_DICOM_PORT": str(port), "PACS_WORKERS": "2", "PACS_TLS_PORT": str(tls_port),
+           "PACS_TLS_CERTIFICATE": str(pki["server_pem"]),
+           "PACS_TLS_PRIVATE_KEY": str(pki["server_key"]),
+           "PACS_TLS_CA_CERTIFICATES": str(pki["ca"])}
+    process = subprocess.Popen([sys.executable, "-m", "pacs.cli", "serve"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port("127.0.0.1", tls_port, timeout=60)
+        for _ in range(3):  # whichever worker takes it
+            done = _run([dcmtk.echoscu, "-aec", "PACS", *_tls_args(pki), "127.0.0.1",
+                         str(tls_port)])
+            assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert output.count("DICOM TLS listener on") == 2, output  # both workers serve it
+    assert "cannot" not in output, output
