@@ -292,6 +292,7 @@ def pacs_serve(files: Sequence[Path], scratch: Path, associations: int, workers:
         return send_in_two_phases(server.pid, port, "PACS", files, associations)
     finally:
         stop(server)
+        server.stdout.close()  # type: ignore[union-attr]
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
