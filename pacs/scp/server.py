@@ -36,6 +36,7 @@ from pacs.config import Settings
 from pacs.scp import access, find, handlers
 from pacs.scp.commitment import CommitmentReporter
 from pacs.scp.reactor import ReceiverRequestHandler
+from pacs.scp.retrieve import configure_retrieve, retrieve_handlers
 from pacs.scp.tls import server_context
 from pacs.scp.wakeup import WakeupPipe
 from pacs.scp.workers import AcceptGate, SoleReceiver, bind_listener
@@ -207,6 +208,7 @@ def build_ae(settings: Settings) -> AE:
         ae.add_supported_context(model)
     # The requester may take the SCU role for the report on its own association.
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    configure_retrieve(ae, settings)
     return ae
 
 
@@ -261,6 +263,7 @@ class DicomReceiver:
             (evt.EVT_REJECTED, handlers.handle_rejected),
             (evt.EVT_RELEASED, handlers.handle_released, [self.assoc_log]),
             (evt.EVT_ABORTED, handlers.handle_aborted, [self.assoc_log]),
+            *retrieve_handlers(self.settings, self.services, self.policy),
         ]
 
     @property
