@@ -13,6 +13,7 @@ this process should take the next connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
@@ -182,13 +183,19 @@ class ReceiverServer(ThreadedAssociationServer):
             return list(self._live)
 
     def shutdown(self) -> None:
-        """Stop accepting, leave the sharing, close the listening socket; running
-        associations go on."""
+        """Stop accepting, leave the sharing, close the listening socket, and close the
+        connections that have no association (yet); running associations go on."""
         self._stopping.set()
         self._gate.withdraw()
         self._wakeup.set()
         self._stopped.wait()
         self.server_close()
+        established = {getattr(assoc, "client_socket", None)
+                       for assoc in self.active_associations if assoc.is_established}
+        for connection in self.connections:
+            if connection not in established:
+                with contextlib.suppress(OSError):  # the DUL sees it close, and ends
+                    connection.shutdown(socket.SHUT_RDWR)
 
 
 def build_ae(settings: Settings) -> AE:
