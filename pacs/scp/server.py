@@ -1,4 +1,10 @@
-"""The DICOM receiver: a pynetdicom Application Entity that accepts C-ECHO and C-STORE.
+"""The DICOM receiver: a pynetdicom Application Entity for C-ECHO, C-STORE, C-FIND, C-MOVE,
+C-GET and Storage Commitment, with AE access control and an optional TLS port.
+
+The services themselves live in their own modules (``handlers`` for C-STORE, ``find``,
+``retrieve``, ``commitment``, ``access``, ``tls``); this module registers their presentation
+contexts (:func:`build_ae`) and event handlers (:meth:`DicomReceiver._handlers`) and runs the
+listeners.
 
 Every storage SOP class is accepted with every transfer syntax pynetdicom knows (implicit and
 explicit little endian, big endian, deflate, JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE, MPEG...):
@@ -220,7 +226,7 @@ def build_ae(settings: Settings) -> AE:
 
 
 class DicomReceiver:
-    """A running (or ready to run) C-STORE/C-ECHO SCP bound to the archive's services.
+    """A running (or ready to run) DICOM receiver bound to the archive's services.
 
     Parameters
     ----------
