@@ -321,7 +321,10 @@ _PREAMBLE = b"\0" * 128 + b"DICM"
 
 
 def encode_instance(study: Study, series: Series, number: int) -> bytes:
-    """A Part-10 file of one 8x8 16-bit instance, written directly (no pydicom: ~50x faster).
+    """A Part-10 file of one 8x8 16-bit instance, written element by element.
+
+    ~35 us an instance here, where pydicom's ``save_as`` takes ~1.5 ms (150 s of the run at
+    100,000 instances).
 
     Elements are in ascending tag order, text in UTF-8 (SpecificCharacterSet ISO_IR 192).
     """
