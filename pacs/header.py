@@ -269,14 +269,8 @@ class _Reader:
             if tag == _SEQUENCE_END:
                 out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
                 return offset
-            item_path = f"{path}{key}/{len(items) + 1}/"
-            if length == _UNDEFINED:
-                item, offset = nested.dataset(offset, end, item_path, encodings, _ITEM_END)
-            else:
-                if offset + length > end:
-                    raise self._fail(offset - 8, f"item claims {length} bytes, only "
-                                                 f"{end - offset} remain")
-                item, offset = nested.dataset(offset, offset + length, item_path, encodings)
+            item, offset = nested._item(offset, end, length,
+                                        f"{path}{key}/{len(items) + 1}/", encodings)
             items.append(item)
 
     def _defined_sequence(self, offset: int, end: int, path: str, encodings: tuple[str, ...],
@@ -290,16 +284,20 @@ class _Reader:
             tag, length, offset = reader._item_header(offset, end)
             if tag == _SEQUENCE_END:
                 break
-            item_path = f"{path}{len(items) + 1}/"
-            if length == _UNDEFINED:
-                item, offset = reader.dataset(offset, end, item_path, encodings, _ITEM_END)
-            else:
-                if offset + length > end:
-                    raise self._fail(offset - 8, f"item claims {length} bytes, only "
-                                                 f"{end - offset} remain")
-                item, offset = reader.dataset(offset, offset + length, item_path, encodings)
+            item, offset = reader._item(offset, end, length, f"{path}{len(items) + 1}/",
+                                        encodings)
             items.append(item)
         return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+
+    def _item(self, offset: int, end: int, length: int, path: str,
+              encodings: tuple[str, ...]) -> tuple[dict[str, Any], int]:
+        """One sequence item whose header ends at ``offset``: its dataset and where it ends."""
+        if length == _UNDEFINED:
+            return self.dataset(offset, end, path, encodings, _ITEM_END)
+        if offset + length > end:
+            raise self._fail(offset - 8, f"item claims {length} bytes, only "
+                                         f"{end - offset} remain")
+        return self.dataset(offset, offset + length, path, encodings)
 
     def _item_header(self, offset: int, end: int) -> tuple[int, int, int]:
         if offset + 8 > end:
