@@ -555,9 +555,10 @@ def test_query_built_directly_refuses_a_filter_not_held_at_its_level():
         ({"PatientName": ["ngu*"], "fuzzymatching": ["true"]}, "ix_patients_patient_name_norm"),
         ({"AccessionNumber": ["ACC*"]}, "ix_studies_accession_number"),
         ({"StudyDate": ["20260101-20260131"]}, "ix_studies_study_date"),
+        ({"ModalitiesInStudy": ["MR"]}, "ix_series_modality_study_pk"),
     ],
     ids=["name-prefix", "name-family-component", "fuzzy-name-prefix", "accession-prefix",
-         "date-range"],
+         "date-range", "modalities-in-study"],
 )
 def test_study_query_is_served_by_an_index(archive, params, index):
     plan = _query_plan(archive.db, Query.from_qido(Level.STUDY, params))

@@ -68,17 +68,28 @@ class QueryResult:
 
     Attributes
     ----------
-    datasets
-        One dataset per match, holding exactly the query's return keys.
+    rows
+        One mapping per match: the value the index holds for each return key it holds,
+        keyed by keyword (keys the index does not hold are absent). Each protocol edge
+        encodes these its own way: :attr:`datasets` for pydicom, the C-FIND SCP straight to
+        DIMSE bytes.
+    return_keys
+        The query's return keys, every one of which a result holds (empty when unknown).
     more
-        More matches follow; the next page starts at ``offset + len(datasets)``.
+        More matches follow; the next page starts at ``offset + len(rows)``.
     capped
         The server's maximum, not the query's limit, cut the list short.
     """
 
-    datasets: list[Dataset]
+    rows: list[dict[str, Any]]
+    return_keys: tuple[str, ...] = ()
     more: bool = False
     capped: bool = False
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        """One dataset per match, holding exactly the return keys (:func:`to_dataset`)."""
+        return [to_dataset(row, self.return_keys) for row in self.rows]
 
 
 def run_query(db: Database, query: Query, *, max_results: int | None = None) -> QueryResult:
@@ -112,13 +123,12 @@ def run_query(db: Database, query: Query, *, max_results: int | None = None) -> 
     if query.offset:
         statement = statement.offset(query.offset)
     with db.reading() as conn:
-        rows = conn.execute(statement).mappings().all()
+        result = conn.execute(statement)
+        # Plain dicts: a SQLAlchemy RowMapping's get() costs several times a dict's.
+        keys = list(result.keys())
+        rows = [dict(zip(keys, row, strict=True)) for row in result]
     more = cap is not None and len(rows) > cap
-    return QueryResult(
-        [to_dataset(row, query.return_keys) for row in rows[:cap]],
-        more,
-        more and capped_by_server,
-    )
+    return QueryResult(list(rows[:cap]), query.return_keys, more, more and capped_by_server)
 
 
 def build_statement(query: Query, dialect: str) -> Select[Any]:
@@ -375,14 +385,20 @@ def to_dataset(row: Mapping[Any, Any], return_keys: Sequence[str]) -> Dataset:
     """
     dataset = Dataset()
     for keyword in return_keys:
-        dataset.add(_element(keyword, row.get(keyword)))
+        dataset.add(element_for(keyword, row.get(keyword)))
     if any(isinstance(row.get(keyword), str) and not row[keyword].isascii()
            for keyword in return_keys):
         dataset.SpecificCharacterSet = UTF8
     return dataset
 
 
-def _element(keyword: str, value: Any) -> DataElement:
+def element_for(keyword: str, value: Any) -> DataElement:
+    """The element for one return key and the value the index holds (None: empty).
+
+    The VR is the dictionary's (the first where it lists several); a text of several values
+    is split at backslashes; a sequence key is an empty sequence; a value that cannot take
+    the VR's form (an IS that is not a number) gives an empty element.
+    """
     tag = Tag(keyword)
     vr = vr_of(keyword)
     if vr == "SQ":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
-from sqlalchemy import ColumnElement, Table, exists, func, literal, select
+from sqlalchemy import ColumnElement, Table, func, literal, select
 
 from pacs.attributes import (
     INSTANCE_ATTRIBUTES,
@@ -201,12 +201,10 @@ _patient_studies = studies.alias("patient_studies")
 
 
 def _series_of_study(condition: ColumnElement[bool]) -> ColumnElement[bool]:
-    # EXISTS over the study's series uses ix_series_study_pk, and ix_series_modality when
-    # the modality is the selective part.
-    return (
-        exists().where(_study_series.c.study_pk == studies.c.pk, condition)
-        .correlate(studies)
-    )
+    # The studies with a matching series, found once from ix_series_modality_study_pk, then read
+    # by primary key. (A correlated EXISTS makes SQLite scan every study and probe its
+    # series: 30 ms at 10,000 studies, and quadratic without ANALYZE statistics.)
+    return studies.c.pk.in_(select(_study_series.c.study_pk).where(condition))
 
 
 def _per_patient(column: ColumnElement[Any]) -> ColumnElement[Any]:

@@ -106,7 +106,9 @@ series = Table(
     Column("num_instances", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_series_study_pk", "study_pk"),
-    Index("ix_series_modality", "modality"),
+    # With study_pk, ModalitiesInStudy's "studies having a series of this modality" is read
+    # from the index alone.
+    Index("ix_series_modality_study_pk", "modality", "study_pk"),
 )
 
 instances = Table(

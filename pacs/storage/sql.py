@@ -52,11 +52,15 @@ class Database:
             raise IndexUnavailable(f"cannot open the index database: {exc.orig}") from exc
 
     def create_schema(self) -> None:
-        """Create missing tables; safe when several processes start at once."""
+        """Create missing tables, and indexes added since a table was made; safe when several
+        processes start at once."""
         with self.writing() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
             metadata.create_all(conn, checkfirst=True)
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:

@@ -1,0 +1,21 @@
+"""The index schema: created on first start, completed on later ones."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect, text
+
+from pacs.services import open_services
+
+
+def test_an_index_added_since_the_database_was_made_is_created_at_start(backend):
+    services = open_services(backend)
+    with services.db.writing() as conn:
+        conn.execute(text("DROP INDEX ix_series_modality_study_pk"))
+    services.close()
+
+    reopened = open_services(backend)
+    try:
+        indexes = {index["name"] for index in inspect(reopened.db.engine).get_indexes("series")}
+    finally:
+        reopened.close()
+    assert "ix_series_modality_study_pk" in indexes
