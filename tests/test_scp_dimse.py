@@ -1,4 +1,4 @@
-"""C-STORE commands read and written by hand (pacs.scp.dimse) agree with pynetdicom's codec."""
+"""DIMSE messages read and written by hand (pacs.scp.dimse) agree with pynetdicom's codec."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ from io import BytesIO
 
 import pytest
 from pynetdicom import evt
-from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from pacs.scp.dimse import encode_store_response, parse_command, store_request
+from pacs.scp.dimse import (
+    PDataBatch,
+    PDataRun,
+    encode_p_data_tf,
+    encode_response_command,
+    encode_store_response,
+    parse_command,
+    store_request,
+)
+from pacs.scp.find import find_response
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ODD_UID = "1.2.826.0.1.3680043.8.498.123"  # 29 characters: padded with a NUL
@@ -217,3 +227,90 @@ def test_dimse_event_handlers_see_the_c_store_messages_pynetdicom_would_give_the
     (pdata,) = sent_to_peer
     assert bytes(pdata.presentation_data_value_list[0][1][1:]) == pynetdicom_command(
         response(), C_STORE_RSP)
+
+
+# -- C-FIND responses and P-DATA batches -----------------------------------------------------
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+C_FIND_RSP_FIELD = 0x8020  # Command Field of a C-FIND-RSP (PS3.7 Table 9.3-3)
+
+
+@pytest.mark.parametrize(
+    ("status", "identifier", "comment"),
+    [(0xFF00, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ", None), (0x0000, None, None),
+     (0xA700, None, "more than 1000 matches: the first 1000 were sent; narrow the query")],
+    ids=["pending", "success", "out-of-resources"],
+)
+def test_find_response_command_is_byte_for_byte_what_pynetdicom_encodes(
+        status, identifier, comment):
+    comment = comment[:64] if comment else None
+    ours = encode_response_command(C_FIND_RSP_FIELD, 9, status, sop_class_uid=STUDY_ROOT_FIND,
+                                   has_dataset=identifier is not None, error_comment=comment)
+    primitive = find_response(9, STUDY_ROOT_FIND, status, identifier, comment)
+    assert ours == pynetdicom_command(primitive, C_FIND_RSP)
+
+
+def test_p_data_tf_is_encoded_as_pynetdicom_encodes_it():
+    values = [[1, COMMAND_LAST + b"command"], [1, DATA_LAST + b"dataset!"], [3, b"\x01odd"]]
+    assert encode_p_data_tf(values) == P_DATA_TF(p_data(*values)).encode()
+
+
+class RecordingDUL:
+    """Stands in for the DUL: records what it is given to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[PDataRun] = []
+
+    def send_pdu(self, primitive: PDataRun) -> None:
+        self.sent.append(primitive)
+
+
+def pdus_of(runs: list[PDataRun]) -> list[list[list]]:
+    return [pdu for run in runs for pdu in run.pdus]
+
+
+def test_a_batch_never_puts_two_messages_in_one_pdu():
+    dul = RecordingDUL()
+    batch = PDataBatch(dul, 16384)
+    for number in range(5):
+        batch.add(1, b"command%d" % number, b"identifier")
+    batch.flush()
+    assert len(dul.sent) == 1  # one run for the DUL ...
+    pdus = pdus_of(dul.sent)
+    assert len(pdus) == 5  # ... of one PDU per message, command and dataset together
+    assert all([value[0:1] for _, value in pdu] == [COMMAND_LAST, DATA_LAST] for pdu in pdus)
+
+
+def test_a_run_is_the_pdus_on_the_wire_one_after_the_other():
+    dul = RecordingDUL()
+    batch = PDataBatch(dul, 0)
+    batch.add(1, b"c1", b"d1")
+    batch.add(1, b"c2")
+    batch.flush()
+    run = dul.sent[0]
+    assert run.encoded == b"".join(encode_p_data_tf(pdu) for pdu in run.pdus)
+    assert [value for _, value in run.pdus[1]] == [COMMAND_LAST + b"c2"]
+
+
+def test_a_dataset_larger_than_the_peer_accepts_is_fragmented_across_pdus():
+    dul = RecordingDUL()
+    batch = PDataBatch(dul, 4096)
+    batch.add(1, b"command", DATASET)  # 10 KiB
+    batch.flush()
+    pdus = pdus_of(dul.sent)
+    assert all(len(encode_p_data_tf(pdu)) - 6 <= 4096 for pdu in pdus)
+    fragments = [value for pdu in pdus for _, value in pdu]
+    assert fragments[0] == COMMAND_LAST + b"command"
+    assert [value[0:1] for value in fragments[1:]] == [DATA, DATA, DATA_LAST]
+    assert b"".join(value[1:] for value in fragments[1:]) == DATASET
+
+
+def test_a_batch_goes_to_the_dul_whenever_a_run_is_full():
+    dul = RecordingDUL()
+    batch = PDataBatch(dul, 16384)
+    while not dul.sent:
+        batch.add(1, b"command", DATASET)
+    assert PDataBatch.RUN_SIZE <= len(dul.sent[0].encoded) < PDataBatch.RUN_SIZE + 2 * len(DATASET)
+    batch.add(1, b"command", DATASET)
+    batch.flush()
+    assert len(dul.sent) == 2

@@ -11,18 +11,28 @@ import re
 import subprocess
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import pytest
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE
 
 from factories import make_instance
 from pacs.ingest import Origin
+from pacs.scp.find import CANCELLED, PENDING, SUCCESS, handle_find
 from pacs.scp.server import DicomReceiver
 from peers import free_port
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_dicom"
 CT_PATIENT_ID = "LC24001873"
 CT_STUDY_UID = "2.25.123310908792150242595810694833455775405"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 def _fill(services) -> None:
@@ -73,10 +83,11 @@ class FindResult:
         return found[-1] if found else ""
 
 
-def findscu(dcmtk, server, tmp_path, *keys: str, model: str = "-S") -> FindResult:
+def findscu(dcmtk, server, tmp_path, *keys: str, model: str = "-S",
+            options: tuple[str, ...] = ()) -> FindResult:
     out = tmp_path / f"find{len(list(tmp_path.glob('find*')))}"
     out.mkdir()
-    args = [dcmtk.findscu, "-v", model, "-aet", "WS1", "-aec", server.settings.aet,
+    args = [dcmtk.findscu, "-v", model, *options, "-aet", "WS1", "-aec", server.settings.aet,
             "-X", "-od", str(out)]
     for key in keys:
         args += ["-k", key]
@@ -220,3 +231,87 @@ def test_maximum_results_are_sent_then_a_clear_status(dcmtk, services, tmp_path)
         server.stop(grace=5)
     assert len(result.matches) == 2
     assert "OutOfResources" in result.final_status or "0xa700" in result.log.lower()
+
+
+def test_many_matches_reach_a_workstation_with_a_small_maximum_pdu(dcmtk, services, tmp_path):
+    # Responses share runs of PDUs (pacs.scp.dimse.PDataBatch); each PDU must still fit the
+    # 4 KiB findscu accepts here and hold one response only.
+    _fill(services)
+    origin = Origin("import", "test")
+    for number in range(150):
+        study = f"1.2.826.0.1.3680043.8.498.77.{number}"
+        data = make_instance(
+            PatientName=f"Lê^Thị Mai {number}", PatientID=f"MANY{number}",
+            StudyInstanceUID=study, SeriesInstanceUID=f"{study}.1", Modality="US",
+            StudyDescription="Siêu âm ổ bụng",
+        )
+        assert services.ingest(data, origin).ok
+    server = _start(services)
+    try:
+        result = findscu(dcmtk, server, tmp_path, *study_query("PatientID=MANY*",
+                                                                 "StudyDescription"),
+                         options=("--max-pdu", "4096"))
+    finally:
+        server.stop(grace=5)
+    assert result.final_status == "Success"
+    assert len(result.matches) == 150
+    assert result.values("PatientName") == sorted(f"Lê^Thị Mai {n}" for n in range(150))
+    assert {match.StudyDescription for match in result.matches} == {"Siêu âm ổ bụng"}
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian,
+                                    ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian],
+                         ids=["implicit", "explicit", "big-endian", "deflated"])
+def test_matches_arrive_intact_in_each_transfer_syntax(archive, syntax):
+    # Little endian identifiers are encoded from the index rows, the others by pydicom.
+    # (findscu proposes several syntaxes at once, and the archive picks implicit VR.)
+    scu = AE(ae_title="WS1")
+    scu.add_requested_context(STUDY_ROOT_FIND, [syntax])
+    assoc = scu.associate("127.0.0.1", archive.port, ae_title=archive.settings.aet)
+    assert assoc.is_established
+    try:
+        identifier = pydicom.Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.PatientName = "nguyen*"
+        for keyword in ("StudyInstanceUID", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"):
+            setattr(identifier, keyword, "")
+        responses = list(assoc.send_c_find(identifier, STUDY_ROOT_FIND))
+    finally:
+        assoc.release()
+    statuses = [status.Status for status, _ in responses]
+    assert statuses == [PENDING, SUCCESS]
+    match = responses[0][1]
+    assert match.SpecificCharacterSet == "ISO_IR 192"
+    assert str(match.PatientName) == "Nguyễn^Văn An"
+    assert match.NumberOfStudyRelatedInstances >= 1
+    assert match.ModalitiesInStudy
+
+
+class _CancellingEvent:
+    """An EVT_C_FIND event whose requester sends C-CANCEL after ``after`` matches."""
+
+    def __init__(self, identifier: pydicom.Dataset, after: int) -> None:
+        requestor = SimpleNamespace(ae_title="WS1", address="127.0.0.1", port=40000)
+        self.assoc = SimpleNamespace(requestor=requestor, ae=SimpleNamespace(ae_title="PACS"))
+        self.identifier = identifier
+        self.request = SimpleNamespace(AffectedSOPClassUID=STUDY_ROOT_FIND)
+        self.context = SimpleNamespace(transfer_syntax=ImplicitVRLittleEndian)
+        self._checks = 0
+        self._after = after
+
+    @property
+    def is_cancelled(self) -> bool:
+        self._checks += 1
+        return self._checks > self._after
+
+
+def test_c_cancel_ends_the_matches_with_status_cancel(services):
+    _fill(services)
+    identifier = pydicom.Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = ""
+    responses = list(handle_find(_CancellingEvent(identifier, after=2), services,
+                                 services.settings.access_policy, fuzzy=True,
+                                 max_results=1000))
+    assert [status for status, _ in responses] == [PENDING, PENDING, CANCELLED]
+    assert all(isinstance(identifier, bytes) for _, identifier in responses[:2])

@@ -2,7 +2,7 @@
 
 The first test pins the pynetdicom code the reactor replaces or mirrors: if an upgrade changes
 any of it, the test names the method to re-read against pacs/scp/reactor.py and
-pacs/scp/dimse.py before the new hash is recorded here.
+pacs/scp/dimse.py (and pacs/scp/find.py) before the new hash is recorded here.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.service_class import ServiceClass
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.transport import AssociationServer, RequestHandler
 
@@ -58,6 +59,9 @@ PINNED = {
     "Association._run_reactor": (Association._run_reactor, "f28838c5559e462a"),
     "Association.kill": (Association.kill, "8f9713666a7f4cff"),
     "Association._abort_blocking": (Association._abort_blocking, "10b43ef8c63c6764"),
+    "Association._serve_request": (Association._serve_request, "2f24c1759cdf6c8c"),
+    "ServiceClass._c_find_scp": (ServiceClass._c_find_scp, "da242b908ef4848c"),
+    "ServiceClass.is_cancelled": (ServiceClass.is_cancelled, "fb9acf44b9bd05fe"),
     "RequestHandler._create_association": (
         RequestHandler._create_association, "05c8d12b79863cdb"),
     "AssociationServer.__init__": (AssociationServer.__init__, "edacb98bdfb7b974"),
@@ -67,7 +71,11 @@ PINNED = {
     "DIMSEMessage.decode_msg": (DIMSEMessage.decode_msg, "f51c777e841a76be"),
     "DIMSEMessage.message_to_primitive": (
         DIMSEMessage.message_to_primitive, "f8f43d34e43450ef"),
+    "fsm.DT_1": (fsm.DT_1, "82e5c5d4114534fa"),
     "fsm.DT_2": (fsm.DT_2, "9ec543394e0b49eb"),
+    "fsm.AR_7": (fsm.AR_7, "9a8d68182bf5c9fd"),
+    "DULServiceProvider._process_recv_primitive": (
+        DULServiceProvider._process_recv_primitive, "4c0ebbb3e646e35e"),
     "P_DATA_TF._generate_items": (P_DATA_TF._generate_items, "55a5deea47745b72"),
 }
 

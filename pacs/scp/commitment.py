@@ -12,7 +12,8 @@ The result goes back as an N-EVENT-REPORT (event type 1: all committed; 2: some 
 1. on the same association, right after the N-ACTION response has been sent (PS3.4 J.3.3 puts
    the report after the response; pynetdicom sends a handler's response only when the handler
    returns, so the report is sent from a short-lived thread once ``EVT_DIMSE_SENT`` announced
-   the N-ACTION-RSP and ``EVT_PDU_SENT`` shows it on the wire);
+   the N-ACTION-RSP and ``EVT_PDU_SENT`` shows it on the wire; the N-ACTION handler binds
+   those two watchers to its association);
 2. otherwise (the modality released the association at once, as many do) on a new association
    to the modality's address from the ``modalities`` setting, with the archive in the SCP role
    for the Storage Commitment SOP class (SCP/SCU role selection, PS3.7 D.3.3.4).
@@ -28,7 +29,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom import AE, build_role, events
+from pynetdicom import AE, build_role, events, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from pacs.config import Settings
@@ -97,6 +98,10 @@ class CommitmentReporter:
             return _status(MISSING_ATTRIBUTE, "TransactionUID (0008,1195) is missing"), None
         report, event_type = evaluate(services, transaction_uid, references)
         calling = event.assoc.requestor.ae_title.strip()
+        # Watch this association's outgoing messages from now on (binding the watchers on
+        # every association would cost each C-FIND match and C-STORE response an event).
+        event.assoc.bind(evt.EVT_DIMSE_SENT, self.handle_dimse_sent)
+        event.assoc.bind(evt.EVT_PDU_SENT, self.handle_pdu_sent)
         with self._lock:
             self._pending.setdefault(id(event.assoc), []).append(
                 _PendingReport(report, event_type, calling))

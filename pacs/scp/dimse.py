@@ -45,9 +45,13 @@ LOGGER = logging.getLogger("pynetdicom.dimse")
 
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RSP = 0x8020
 NO_DATASET = 0x0101
+HAS_DATASET = 0x0001
 _COMMAND = 0x01  # message control header bits (PS3.8 E.2)
 _LAST = 0x02
+_COMMAND_LAST = bytes([_COMMAND | _LAST])
+_DATASET_LAST = bytes([_LAST])
 
 # Command elements (group 0000) by element number.
 _GROUP_LENGTH = 0x0000
@@ -64,6 +68,8 @@ _ERROR_COMMENT = 0x0902
 _AFFECTED_SOP_INSTANCE = 0x1000
 
 _ELEMENT_HEADER = struct.Struct("<HHL")
+_PDU_HEADER = struct.Struct(">BBL")
+_PDV_HEADER = struct.Struct(">LB")
 _US = struct.Struct("<H")
 
 
@@ -150,14 +156,44 @@ def _lo(value: str) -> bytes:
     return raw + b" " if len(raw) % 2 else raw
 
 
+def encode_response_command(
+    command_field: int,
+    responded_to: int,
+    status: int,
+    *,
+    sop_class_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    has_dataset: bool = False,
+    error_comment: str | None = None,
+) -> bytes:
+    """The command set of a DIMSE-C response without an Offending Element (PS3.7 9.3).
+
+    Affected SOP Class UID, Command Field, Message ID Being Responded To, Command Data Set
+    Type (0x0001 with a dataset, 0x0101 without, as pynetdicom writes them), Status, Error
+    Comment and Affected SOP Instance UID, in tag order, after the Command Group Length.
+    ``error_comment`` must be ASCII.
+    """
+    body = []
+    if sop_class_uid:
+        body.append(_element(_AFFECTED_SOP_CLASS, _uid(sop_class_uid)))
+    body.append(_element(_COMMAND_FIELD, _US.pack(command_field)))
+    body.append(_element(_RESPONDED_TO, _US.pack(responded_to)))
+    body.append(_element(_DATASET_TYPE, _US.pack(HAS_DATASET if has_dataset else NO_DATASET)))
+    body.append(_element(_STATUS, _US.pack(status)))
+    if error_comment is not None:
+        body.append(_element(_ERROR_COMMENT, _lo(error_comment)))
+    if sop_instance_uid:
+        body.append(_element(_AFFECTED_SOP_INSTANCE, _uid(sop_instance_uid)))
+    encoded = b"".join(body)
+    return _element(_GROUP_LENGTH, struct.pack("<L", len(encoded))) + encoded
+
+
 def encode_store_response(response: C_STORE) -> bytes | None:
     """The command set of a C-STORE-RSP (PS3.7 Table 9.3-2), or None if it cannot be done
     here.
 
-    Encodes Affected SOP Class UID, Command Field, Message ID Being Responded To, Command
-    Data Set Type, Status, Error Comment and Affected SOP Instance UID, in tag order, with the
-    Command Group Length first. Returns ``None`` for a response carrying an Offending Element
-    or non-ASCII text; pynetdicom encodes those itself.
+    Returns ``None`` for a response carrying an Offending Element or non-ASCII text;
+    pynetdicom encodes those itself.
     """
     if response.OffendingElement is not None or response.Status is None:
         return None
@@ -166,19 +202,124 @@ def encode_store_response(response: C_STORE) -> bytes | None:
     comment = response.ErrorComment
     if comment is not None and not comment.isascii():
         return None
-    body = []
-    if response.AffectedSOPClassUID:
-        body.append(_element(_AFFECTED_SOP_CLASS, _uid(response.AffectedSOPClassUID)))
-    body.append(_element(_COMMAND_FIELD, _US.pack(C_STORE_RSP)))
-    body.append(_element(_RESPONDED_TO, _US.pack(response.MessageIDBeingRespondedTo)))
-    body.append(_element(_DATASET_TYPE, _US.pack(NO_DATASET)))
-    body.append(_element(_STATUS, _US.pack(response.Status)))
-    if comment is not None:
-        body.append(_element(_ERROR_COMMENT, _lo(comment)))
-    if response.AffectedSOPInstanceUID:
-        body.append(_element(_AFFECTED_SOP_INSTANCE, _uid(response.AffectedSOPInstanceUID)))
-    encoded = b"".join(body)
-    return _element(_GROUP_LENGTH, struct.pack("<L", len(encoded))) + encoded
+    return encode_response_command(
+        C_STORE_RSP,
+        response.MessageIDBeingRespondedTo,
+        response.Status,
+        sop_class_uid=response.AffectedSOPClassUID,
+        sop_instance_uid=response.AffectedSOPInstanceUID,
+        error_comment=comment,
+    )
+
+
+class PDataRun(P_DATA):
+    """Several P-DATA-TF PDUs handed to the DUL as one primitive, written in one go.
+
+    ``pdus`` holds each PDU's presentation data values (``[context ID, control header +
+    fragment]``, as in :attr:`P_DATA.presentation_data_value_list`) and ``encoded`` the PDUs
+    on the wire, one after the other. The receiver's DUL writes ``encoded`` with one socket
+    call (:meth:`pacs.scp.reactor.ReceiverDUL.send_run`) instead of taking each PDU through
+    its queue, its state machine and a socket call of its own.
+    """
+
+    def __init__(self, pdus: list[list[list[Any]]], encoded: bytes) -> None:
+        super().__init__()
+        self.pdus = pdus
+        self.encoded = encoded
+        self.presentation_data_value_list = [value for pdu in pdus for value in pdu]
+
+
+def encode_p_data_tf(values: list[list[Any]]) -> bytes:
+    """One P-DATA-TF PDU (PS3.8 9.3.5) of ``[context ID, control header + fragment]`` values."""
+    items = [_PDV_HEADER.pack(len(data) + 1, context_id) + data for context_id, data in values]
+    return _PDU_HEADER.pack(0x04, 0x00, sum(map(len, items))) + b"".join(items)
+
+
+class PDataBatch:
+    """DIMSE messages in P-DATA-TF PDUs no larger than the peer accepts, sent in runs.
+
+    pynetdicom sends each fragment of each message as a PDU of its own, each taken through
+    the DUL's queue, state machine and a socket call: a C-FIND answer of a thousand small
+    matches was two thousand PDUs and as many wake-ups of the DUL thread. Here a message's
+    command and dataset fragments share a PDU as far as the peer's maximum allows (PS3.8
+    9.3.5: a P-DATA-TF holds one or more presentation data values), and the PDUs of
+    consecutive messages go to the DUL together as one :class:`PDataRun`, when
+    :data:`RUN_SIZE` bytes are waiting or on :meth:`flush`.
+
+    A PDU never holds fragments of two messages: DCMTK 3.6.7's ``findscu`` crashes on one
+    that does, and pynetdicom never sends one.
+
+    Parameters
+    ----------
+    dul
+        The association's DUL provider (``send_pdu`` takes a P-DATA primitive).
+    maximum_pdu_size
+        The peer's Maximum Length Received (0: no limit; PDUs are then cut at
+        :data:`UNLIMITED_PDU_SIZE`).
+    """
+
+    #: Size of the PDUs sent to a peer that set no limit.
+    UNLIMITED_PDU_SIZE = 64 * 1024
+    #: Bytes gathered before a run goes to the DUL, so that a long answer streams.
+    RUN_SIZE = 256 * 1024
+    #: Per presentation data value: item length (4), context ID (1), control header (1).
+    PDV_OVERHEAD = 6
+
+    def __init__(self, dul: Any, maximum_pdu_size: int) -> None:
+        self.dul = dul
+        self.limit = maximum_pdu_size or self.UNLIMITED_PDU_SIZE
+        self._pdus: list[list[list[Any]]] = []
+        self._encoded: list[bytes] = []
+        self._bytes = 0
+        self._values: list[list[Any]] = []  # the PDU being filled
+        self._size = 0
+
+    def add(self, context_id: int, command: bytes, dataset: bytes | None = None) -> None:
+        """Queue one message: its command set, and its dataset if it has one."""
+        size = 2 * self.PDV_OVERHEAD + len(command) + len(dataset or b"")
+        if size <= self.limit:  # the usual case: the whole message in one PDU
+            values = [[context_id, _COMMAND_LAST + command]]
+            if dataset is not None:
+                values.append([context_id, _DATASET_LAST + dataset])
+            self._pdus.append(values)
+            self._encoded.append(encode_p_data_tf(values))
+            self._bytes += size + 6
+        else:
+            self._add_fragments(context_id, _COMMAND, command)
+            if dataset is not None:
+                self._add_fragments(context_id, 0x00, dataset)
+            self._close_pdu()
+        if self._bytes >= self.RUN_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued."""
+        self._close_pdu()
+        if self._pdus:
+            self.dul.send_pdu(PDataRun(self._pdus, b"".join(self._encoded)))
+            self._pdus, self._encoded, self._bytes = [], [], 0
+
+    def _close_pdu(self) -> None:
+        if self._values:
+            encoded = encode_p_data_tf(self._values)
+            self._pdus.append(self._values)
+            self._encoded.append(encoded)
+            self._bytes += len(encoded)
+            self._values, self._size = [], 0
+
+    def _add_fragments(self, context_id: int, kind: int, data: bytes) -> None:
+        room = max(self.limit - self.PDV_OVERHEAD, 1)
+        offset = 0
+        while True:
+            chunk = data[offset : offset + room]
+            offset += len(chunk)
+            last = offset >= len(data)
+            if self._size + self.PDV_OVERHEAD + len(chunk) > self.limit:
+                self._close_pdu()
+            self._values.append([context_id, bytes([kind | (_LAST if last else 0)]) + chunk])
+            self._size += self.PDV_OVERHEAD + len(chunk)
+            if last:
+                return
 
 
 @dataclass
@@ -217,32 +358,51 @@ class StoreRequestMessage(dimse_messages.C_STORE_RQ):
         self._command_set = value
 
 
-class StoreResponseMessage(dimse_messages.C_STORE_RSP):
-    """A C-STORE-RSP as ``EVT_DIMSE_SENT`` handlers see it: pynetdicom's message class, with
-    the command set built from the primitive only if a handler reads it."""
+class _LazyResponseMessage:
+    """A response as ``EVT_DIMSE_SENT`` handlers see it, with the command set built only if
+    a handler reads it (building it costs more than sending it).
 
-    def __init__(self, response: C_STORE, context_id: int) -> None:
-        # Not DIMSEMessage.__init__: building the command set costs more than sending it.
+    ``response`` is the response primitive, or a function that makes it (so that a C-FIND
+    match need not build one unless a handler looks).
+    """
+
+    _message_class: type[dimse_messages.DIMSEMessage]
+
+    def __init__(self, response: Any, context_id: int, dataset: bytes = b"") -> None:
+        # Not DIMSEMessage.__init__: it builds a command set Dataset nobody may read.
         self.context_id = context_id
         self.encoded_command_set = BytesIO()
-        self.data_set = BytesIO()
+        self.data_set = BytesIO(dataset)
         self._data_set_path = None
         self._data_set_file = None
         self._response = response
         self._command_set: Dataset | None = None
 
-    @property  # type: ignore[override]
+    @property
     def command_set(self) -> Dataset:
         """The command set pynetdicom would have built for the response."""
         if self._command_set is None:
-            message = dimse_messages.C_STORE_RSP()
-            message.primitive_to_message(self._response)
+            primitive = self._response() if callable(self._response) else self._response
+            message = self._message_class()
+            message.primitive_to_message(primitive)
             self._command_set = message.command_set
         return self._command_set
 
     @command_set.setter
     def command_set(self, value: Dataset) -> None:
         self._command_set = value
+
+
+class StoreResponseMessage(_LazyResponseMessage, dimse_messages.C_STORE_RSP):
+    """A C-STORE-RSP as ``EVT_DIMSE_SENT`` handlers see it: pynetdicom's message class."""
+
+    _message_class = dimse_messages.C_STORE_RSP
+
+
+class FindResponseMessage(_LazyResponseMessage, dimse_messages.C_FIND_RSP):
+    """A C-FIND-RSP as ``EVT_DIMSE_SENT`` handlers see it: pynetdicom's message class."""
+
+    _message_class = dimse_messages.C_FIND_RSP
 
 
 class ReceiverDIMSE(DIMSEServiceProvider):

@@ -59,13 +59,17 @@ from pynetdicom._handlers import (
     standard_pdu_sent_handler,
 )
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import TRANSITION_TABLE
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler
 
-from pacs.scp.dimse import ReceiverDIMSE
+from pacs.scp.dimse import PDataRun, ReceiverDIMSE
+from pacs.scp.find import serve_find
 from pacs.scp.wakeup import WakeupPipe, WakingQueue
 
 LOGGER = logging.getLogger("pynetdicom.dul")  # pynetdicom's messages keep pynetdicom's logger
@@ -78,6 +82,8 @@ _PDU_TYPES = frozenset(range(0x01, 0x08))
 PREALLOCATE = 4 << 20
 _PDU_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV)
 _FSM_EVENTS = (evt.EVT_FSM_TRANSITION,)
+#: The C-FIND SOP classes the receiver answers itself (:meth:`ReceiverAssociation._serve_request`).
+_FIND_SOP_CLASSES = frozenset(QueryRetrieveServiceClass._SUPPORTED_UIDS["C-FIND"])
 #: Put on the service user's queue when the peer leaves before requesting an association.
 CONNECTION_LOST = object()
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom")
@@ -164,6 +170,39 @@ class ReceiverDUL(DULServiceProvider):
         finally:
             self.wakeup.close()
             self._notify_assoc()
+
+    def _process_recv_primitive(self) -> bool:
+        """Act on the next primitive the association queued to send, if any: a
+        :class:`PDataRun` is written here, anything else goes to the state machine."""
+        try:
+            primitive = self.to_provider_queue.queue[0]
+        except IndexError:
+            return False
+        if isinstance(primitive, PDataRun):
+            self.to_provider_queue.get(block=False)
+            self.send_run(primitive)
+            return True
+        return bool(super()._process_recv_primitive())
+
+    def send_run(self, run: PDataRun) -> None:
+        """Write a run of P-DATA-TF PDUs with one socket call.
+
+        What the state machine does for each P-DATA (DT-1 in Sta6, AR-7 in Sta8: send a
+        P-DATA-TF, stay) without a turn of the loop per PDU; ``EVT_PDU_SENT`` handlers still
+        see each PDU. In any other state the association is ending, and the run is dropped
+        as the state machine would refuse it.
+        """
+        state = self.state_machine.current_state
+        if state not in ("Sta6", "Sta8") or self.socket is None:
+            LOGGER.warning("%d P-DATA-TF PDUs not sent: the association is no longer "
+                           "established (%s)", len(run.pdus), state)
+            return
+        self.socket.send(run.encoded)
+        if self.assoc.get_handlers(evt.EVT_PDU_SENT):
+            for values in run.pdus:
+                primitive = P_DATA()
+                primitive.presentation_data_value_list = values
+                evt.trigger(self.assoc, evt.EVT_PDU_SENT, {"pdu": P_DATA_TF(primitive)})
 
     def _wait(self, sock: AssociationSocket) -> None:
         """Block until the socket is readable, something is queued to send, or a timer is
@@ -390,6 +429,34 @@ class ReceiverAssociation(Association):
                 self.client_socket.shutdown(socket.SHUT_RDWR)
             return
         super()._abort_blocking(block)
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        """Serve a DIMSE request; C-FIND on a C-FIND context by :func:`pacs.scp.find.serve_find`.
+
+        The checks and bookkeeping around it mirror pynetdicom 3.0.4's
+        ``Association._serve_request`` (pinned in ``tests/test_scp_reactor.py``): a request
+        during release is ignored, one on an unknown context aborts, C-CANCELs received
+        before or during are forgotten after, and a failure aborts.
+        """
+        context = self._accepted_cx.get(context_id)
+        if (
+            not isinstance(msg, C_FIND)
+            or not msg.is_valid_request
+            or context is None
+            or context.abstract_syntax not in _FIND_SOP_CLASSES
+            or self._sent_release
+        ):
+            super()._serve_request(msg, context_id)
+            return
+        try:
+            self.dimse.cancel_req = {}
+            self._is_paused = True  # in case the handler calls one of the send_*() methods
+            serve_find(self, msg, context)
+            self._is_paused = False
+            self.dimse.cancel_req = {}
+        except Exception as exc:
+            LOGGER.exception(exc)
+            self.abort()
 
     def kill(self) -> None:
         """Stop the association's reactor and its DUL."""

@@ -270,8 +270,6 @@ class DicomReceiver:
              [self.services, self.assoc_log, self.policy]),
             (evt.EVT_C_FIND, find_handler, [self.services, self.policy]),
             (evt.EVT_N_ACTION, self.commitments.handle_n_action, [self.services, self.policy]),
-            (evt.EVT_DIMSE_SENT, self.commitments.handle_dimse_sent),
-            (evt.EVT_PDU_SENT, self.commitments.handle_pdu_sent),
             (evt.EVT_ACCEPTED, handlers.handle_accepted),
             (evt.EVT_REJECTED, handlers.handle_rejected),
             (evt.EVT_RELEASED, handlers.handle_released, [self.assoc_log]),
