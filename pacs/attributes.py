@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,15 @@ INSTANCE_ATTRIBUTES = _attrs(
     ("BitsAllocated", "bits_allocated", True),
     ("PhotometricInterpretation", "photometric_interpretation"),
 )
+
+#: Sequence attributes of the PS3.4 C.6 key tables that the index holds, by level, for
+#: sequence matching (C.2.2.2.6). Their items' attributes are kept one row per value in the
+#: ``sequence_items`` table (nested sequences inside an item are not kept).
+STUDY_SEQUENCES = ("ProcedureCodeSequence", "ReferencedStudySequence")
+SERIES_SEQUENCES = ("RequestAttributesSequence",)
+#: Longest item value kept (PostgreSQL cannot index much longer text); longer ones are left
+#: out, so they neither match nor come back.
+MAX_ITEM_VALUE = 1024
 
 # Person-name attributes also get a normalised column ``<column>_norm`` for fuzzy matching.
 NAME_COLUMNS = ("patient_name", "referring_physician_name")
@@ -206,3 +215,28 @@ def read_level(dataset: Mapping[str, Any], attributes: tuple[Attribute, ...]) ->
         if attribute.column in NAME_COLUMNS:
             row[attribute.column + "_norm"] = normalise_name(value) if value else None
     return row
+
+
+def read_sequences(dataset: Mapping[str, Any], keywords: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The items of ``keywords``' sequences in a DICOM JSON dataset, one row per value.
+
+    Each row is ``{"sequence", "item", "keyword", "value"}``: the sequence's keyword, the
+    item's position (from 0), and one attribute of the item as text (as :func:`text_value`
+    reads it). Attributes without a value, nested sequences, bulk data and values longer than
+    :data:`MAX_ITEM_VALUE` are left out.
+    """
+    rows: list[dict[str, Any]] = []
+    for sequence in keywords:
+        element = dataset.get(f"{tag_for_keyword(sequence):08X}")
+        for number, item in enumerate((element or {}).get("Value") or []):
+            if not isinstance(item, dict):
+                continue
+            for tag, item_element in item.items():
+                keyword = keyword_for_tag(int(tag, 16)) if len(tag) == 8 else ""
+                if not keyword or item_element.get("vr") == "SQ":
+                    continue
+                value = text_value(item, tag)
+                if value is not None and len(value) <= MAX_ITEM_VALUE:
+                    rows.append({"sequence": sequence, "item": number, "keyword": keyword,
+                                 "value": value})
+    return rows

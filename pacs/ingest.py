@@ -51,8 +51,11 @@ from pacs.attributes import (
     INSTANCE_ATTRIBUTES,
     PATIENT_ATTRIBUTES,
     SERIES_ATTRIBUTES,
+    SERIES_SEQUENCES,
     STUDY_ATTRIBUTES,
+    STUDY_SEQUENCES,
     read_level,
+    read_sequences,
 )
 from pacs.errors import (
     IndexUnavailable,
@@ -245,6 +248,8 @@ def _record(header: Header, key: str, digest: str, size: int, origin: Origin) ->
         sha256=digest,
         metadata_json=metadata_json(header),
         origin=str(origin),
+        study_sequences=read_sequences(dataset, STUDY_SEQUENCES),
+        series_sequences=read_sequences(dataset, SERIES_SEQUENCES),
     )
 
 

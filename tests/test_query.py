@@ -366,12 +366,12 @@ def test_return_keys_the_index_does_not_hold_are_returned_empty(archive):
 
 
 def test_matching_on_a_key_the_index_does_not_hold_is_ignored_and_reported(archive):
-    code = Dataset()
-    code.CodeValue = "CT-CHEST"
-    keys = identifier("STUDY", PatientMotherBirthName="Nguyễn*", ProcedureCodeSequence=[code],
-                      AccessionNumber="")
+    reference = Dataset()
+    reference.ReferencedSOPInstanceUID = "1.2.3.4"
+    keys = identifier("STUDY", PatientMotherBirthName="Nguyễn*",
+                      ReferencedPatientSequence=[reference], AccessionNumber="")
     query = Query.from_identifier(keys)
-    assert set(query.ignored) == {"PatientMotherBirthName", "ProcedureCodeSequence"}
+    assert set(query.ignored) == {"PatientMotherBirthName", "ReferencedPatientSequence"}
     assert len(find(archive, query)) == 4
 
 

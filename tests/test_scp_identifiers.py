@@ -141,3 +141,14 @@ def test_fixed_keys_replace_return_keys_of_the_same_name():
 def test_unknown_keyword_is_refused():
     with pytest.raises(ValueError, match="NotAKeyword"):
         IdentifierEncoder(("NotAKeyword",), {}, implicit_vr=True)
+
+
+def test_sequence_items_encode_as_pydicom_writes_them():
+    keys = ("AccessionNumber", "ProcedureCodeSequence", "ReferencedStudySequence")
+    row = {"AccessionNumber": "A",
+           "ProcedureCodeSequence": [{"CodeValue": "CT-CHEST", "CodeMeaning": "Chụp CT ngực"},
+                                     {"CodeValue": "CT-ABD", "CodeMeaning": None}],
+           "ReferencedStudySequence": None}
+    for fast, reference in both(row, keys):
+        assert fast == reference
+        assert b"ISO_IR 192" in fast  # the item's text is not ASCII

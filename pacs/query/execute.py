@@ -24,31 +24,44 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 from pydicom import config
-from pydicom.datadict import dictionary_VM
+from pydicom.datadict import dictionary_VM, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from sqlalchemy import ColumnElement, FromClause, Select, and_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    Select,
+    and_,
+    exists,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 
 from pacs.attributes import normalise_name
-from pacs.query.keys import TABLES, Key, Level, find_key, vr_of
+from pacs.query.keys import TABLES, Key, Level, find_key, item_key, vr_of
 from pacs.query.matching import (
     AnyOf,
     DateTimeRange,
     EmptyValue,
     Filter,
+    ItemFilter,
     Range,
+    SequenceMatch,
     SingleValue,
     UidList,
     Wildcard,
     filter_keywords,
 )
 from pacs.query.model import Query
-from pacs.storage.schema import instances, patients, series, studies
+from pacs.storage.schema import instances, patients, sequence_items, series, studies
 from pacs.storage.sql import Database
 
 #: The Specific Character Set of a result that has any non-ASCII text (PS3.3 C.12.1.1.2).
@@ -127,8 +140,61 @@ def run_query(db: Database, query: Query, *, max_results: int | None = None) -> 
         # Plain dicts: a SQLAlchemy RowMapping's get() costs several times a dict's.
         keys = list(result.keys())
         rows = [dict(zip(keys, row, strict=True)) for row in result]
-    more = cap is not None and len(rows) > cap
-    return QueryResult(list(rows[:cap]), query.return_keys, more, more and capped_by_server)
+        more = cap is not None and len(rows) > cap
+        rows = rows[:cap]
+        compiler = _Conditions(query.level, query.fuzzy, sqlite=db.is_sqlite)
+        for keyword in query.return_keys:
+            key = find_key(keyword, query.level)
+            if key is not None and key.sequence:
+                _attach_items(conn, compiler, rows, key, _match_on(query, keyword))
+    return QueryResult(rows, query.return_keys, more, more and capped_by_server)
+
+
+def _match_on(query: Query, keyword: str) -> SequenceMatch | None:
+    return next((item for item in query.filters
+                 if isinstance(item, SequenceMatch) and item.keyword == keyword), None)
+
+
+#: Owners whose items are read with one statement (bound parameters stay well within limits).
+_ITEM_CHUNK = 500
+
+
+def _attach_items(conn: Connection, compiler: _Conditions, rows: list[dict[str, Any]],
+                  key: Key, match: SequenceMatch | None) -> None:
+    """Replace each row's owner key under ``key.keyword`` by the sequence's items.
+
+    Items are dicts of item attribute values by keyword: the matching items only when the
+    query matched on the sequence, with only the item keys it named (empty where an item
+    lacks one); every item whole otherwise. A row without items gets None (an empty
+    sequence).
+    """
+    keyword = key.keyword
+    owners = sorted({row[keyword] for row in rows if row.get(keyword) is not None})
+    statement = select(
+        sequence_items.c.owner_pk, sequence_items.c.item, sequence_items.c.keyword,
+        sequence_items.c.value,
+    ).where(sequence_items.c.level == key.level.value, sequence_items.c.sequence == keyword)
+    item_keys: tuple[str, ...] = match.item_keys if match is not None else ()
+    if item_keys:
+        statement = statement.where(sequence_items.c.keyword.in_(item_keys))
+    if match is not None and match.items:
+        pairs = compiler.matching_items(key, match)
+        statement = statement.where(
+            tuple_(sequence_items.c.owner_pk, sequence_items.c.item).in_(pairs))
+    statement = statement.order_by(sequence_items.c.owner_pk, sequence_items.c.item,
+                                   sequence_items.c.pk)
+    found: dict[Any, dict[int, dict[str, Any]]] = {}
+    for start in range(0, len(owners), _ITEM_CHUNK):
+        chunk = owners[start : start + _ITEM_CHUNK]
+        for owner, number, item_keyword, value in conn.execute(
+            statement.where(sequence_items.c.owner_pk.in_(chunk))
+        ):
+            item = found.setdefault(owner, {}).setdefault(
+                number, dict.fromkeys(item_keys))
+            item[item_keyword] = value
+    for row in rows:
+        items = found.get(row.get(keyword))
+        row[keyword] = list(items.values()) if items else None
 
 
 def build_statement(query: Query, dialect: str) -> Select[Any]:
@@ -193,6 +259,13 @@ class _Conditions:
         """The condition for one filter."""
         if isinstance(item, DateTimeRange):
             return self._date_time(item)
+        if isinstance(item, SequenceMatch):
+            key = self._key(item.keyword)
+            if not item.items:
+                return true()  # item keys without values: return keys only
+            owners = self.matching_items(key, item).with_only_columns(
+                sequence_items.c.owner_pk)
+            return key.expression.in_(owners)
         key = self._key(item.keyword)
         if isinstance(item, EmptyValue):
             return self._empty(key)
@@ -205,6 +278,50 @@ class _Conditions:
         else:
             condition = self._one(key, column, item)
         return key.within(condition) if key.within is not None else condition
+
+    def matching_items(self, key: Key, match: SequenceMatch) -> Select[Any]:
+        """The (owner_pk, item) of every item of ``key``'s sequence that matches ``match``.
+
+        Driven from ``ix_sequence_items_match`` by the first filter that asks for a value;
+        each other filter is an EXISTS on the same item.
+        """
+        filters = list(match.items)
+        first = next((item for item in filters if not isinstance(item, EmptyValue)), None)
+        conditions: list[ColumnElement[bool]] = [
+            sequence_items.c.level == key.level.value,
+            sequence_items.c.sequence == match.keyword,
+        ]
+        if first is not None:
+            filters.remove(first)
+            conditions += [sequence_items.c.keyword == first.keyword,
+                           self._item_value(key.level, first, sequence_items.c.value)]
+        for item in filters:
+            other = sequence_items.alias()
+            same_item = and_(
+                other.c.level == sequence_items.c.level,
+                other.c.owner_pk == sequence_items.c.owner_pk,
+                other.c.sequence == sequence_items.c.sequence,
+                other.c.item == sequence_items.c.item,
+                other.c.keyword == item.keyword,
+            )
+            if isinstance(item, EmptyValue):
+                conditions.append(~exists().where(same_item))
+            else:
+                conditions.append(
+                    exists().where(same_item, self._item_value(key.level, item, other.c.value)))
+        return select(sequence_items.c.owner_pk, sequence_items.c.item).where(*conditions)
+
+    def _item_value(self, level: Level, item: ItemFilter,
+                    column: ColumnElement[Any]) -> ColumnElement[bool]:
+        """An item filter on one stored item value (text, as the index keeps it)."""
+        key = item_key(item.keyword, level)
+        if isinstance(item, UidList):
+            return column.in_(item.uids)
+        if isinstance(item, AnyOf):
+            return or_(*(self._one(key, column, choice) for choice in item.alternatives))
+        if isinstance(item, SingleValue) and isinstance(item.value, int):
+            return column == str(item.value)
+        return self._one(key, column, cast(SingleValue | Wildcard | Range, item))
 
     def _key(self, keyword: str) -> Key:
         key = find_key(keyword, self.level)
@@ -386,10 +503,30 @@ def to_dataset(row: Mapping[Any, Any], return_keys: Sequence[str]) -> Dataset:
     dataset = Dataset()
     for keyword in return_keys:
         dataset.add(element_for(keyword, row.get(keyword)))
-    if any(isinstance(row.get(keyword), str) and not row[keyword].isascii()
-           for keyword in return_keys):
+    if any(has_non_ascii(row.get(keyword)) for keyword in return_keys):
         dataset.SpecificCharacterSet = UTF8
     return dataset
+
+
+def has_non_ascii(value: Any) -> bool:
+    """True if ``value`` (text, or a sequence's items) holds text that is not ASCII."""
+    if isinstance(value, str):
+        return not value.isascii()
+    if isinstance(value, list):
+        return any(has_non_ascii(item) for values in value for item in values.values())
+    return False
+
+
+_BINARY_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD"})
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def element_for(keyword: str, value: Any) -> DataElement:
@@ -402,7 +539,16 @@ def element_for(keyword: str, value: Any) -> DataElement:
     tag = Tag(keyword)
     vr = vr_of(keyword)
     if vr == "SQ":
-        return DataElement(tag, vr, DicomSequence())
+        items = []
+        for values in value or ():
+            item = Dataset()
+            for item_keyword, item_value in values.items():
+                if tag_for_keyword(item_keyword) is not None:
+                    item.add(element_for(item_keyword, item_value))
+            items.append(item)
+        return DataElement(tag, vr, DicomSequence(items))
+    if isinstance(value, str) and vr in _BINARY_NUMBER_VRS:
+        value = _number(value)  # sequence items keep every value as text
     if isinstance(value, str) and dictionary_VM(keyword) != "1":
         value = value.split("\\")
     try:

@@ -23,11 +23,13 @@ from pacs.attributes import (
     NAME_COLUMNS,
     PATIENT_ATTRIBUTES,
     SERIES_ATTRIBUTES,
+    SERIES_SEQUENCES,
     STUDY_ATTRIBUTES,
+    STUDY_SEQUENCES,
     Attribute,
 )
 from pacs.query.errors import InvalidKey, InvalidLevel, InvalidQuery
-from pacs.storage.schema import instances, patients, series, studies
+from pacs.storage.schema import instances, patients, sequence_items, series, studies
 
 
 class Level(enum.Enum):
@@ -133,7 +135,9 @@ class Key:
     ``expression`` is what is returned (and matched, unless ``match_column`` says otherwise);
     ``normalised`` is the accent- and case-free copy of a person name used by fuzzy matching;
     ``within`` wraps a condition on ``match_column`` when the key matches other rows (a study
-    matches ``ModalitiesInStudy`` when one of its series does).
+    matches ``ModalitiesInStudy`` when one of its series does). A ``sequence`` key's
+    expression is its level's primary key: its items are in ``sequence_items``, read by
+    :func:`pacs.query.execute.run_query` for the rows found.
     """
 
     keyword: str
@@ -143,6 +147,7 @@ class Key:
     normalised: ColumnElement[Any] | None = None
     match_column: ColumnElement[Any] | None = None
     within: Callable[[ColumnElement[bool]], ColumnElement[bool]] | None = None
+    sequence: bool = False
 
     @property
     def vr(self) -> str:
@@ -192,6 +197,23 @@ def _stored(level: Level, attributes: tuple[Attribute, ...]) -> list[Key]:
         )
         for attribute in attributes
     ]
+
+
+def _sequences(level: Level, keywords: tuple[str, ...]) -> list[Key]:
+    return [Key(keyword, level, TABLES[level].c.pk, sequence=True) for keyword in keywords]
+
+
+def item_key(keyword: str, level: Level) -> Key:
+    """The key for an attribute inside a sequence item (matched on ``sequence_items.value``).
+
+    Raises
+    ------
+    InvalidKey
+        If ``keyword`` is not a DICOM keyword.
+    """
+    if tag_for_keyword(keyword) is None:
+        raise InvalidKey(f"{keyword!r} is not a DICOM keyword", keyword)
+    return Key(keyword, level, sequence_items.c.value)
 
 
 # Subqueries read their own aliases, so that they stay correlated on the right row when the
@@ -247,6 +269,8 @@ def _registry() -> dict[str, dict[Level, Key]]:
         + _stored(Level.STUDY, STUDY_ATTRIBUTES)
         + _stored(Level.SERIES, SERIES_ATTRIBUTES)
         + _stored(Level.IMAGE, INSTANCE_ATTRIBUTES)
+        + _sequences(Level.STUDY, STUDY_SEQUENCES)
+        + _sequences(Level.SERIES, SERIES_SEQUENCES)
         + _computed()
     ):
         registry.setdefault(key.keyword, {})[key.level] = key

@@ -12,6 +12,7 @@ empty, or only ``*``      universal (C.2.2.2.3): no filter, return key  (none)
 ``A-B``, ``-B``, ``A-``   range, for DA, TM, DT (C.2.2.2.5)             :class:`Range`
 ``Ngu*``, ``?an``         wild card (C.2.2.2.4), for text VRs           :class:`Wildcard`
 anything else             single value (C.2.2.2.1)                      :class:`SingleValue`
+a sequence of one item    sequence matching (C.2.2.2.6), on the item    :class:`SequenceMatch`
 ========================  ============================================  =====================
 
 A single TM or DT value stands for every moment within its precision (``1015`` is 10:15:00
@@ -110,7 +111,25 @@ class DateTimeRange:
         return self.date.keyword
 
 
-Filter = SingleValue | Wildcard | Range | UidList | EmptyValue | AnyOf | DateTimeRange
+ItemFilter = SingleValue | Wildcard | Range | UidList | EmptyValue | AnyOf
+
+
+@dataclass(frozen=True)
+class SequenceMatch:
+    """Sequence matching (PS3.4 C.2.2.2.6): an item of the sequence matches every filter.
+
+    ``items`` filter the attributes of one item (their ``keyword`` is the item attribute's);
+    without any, every row matches and the key only says what comes back. The items returned
+    are those that match, holding only ``item_keys``, or every attribute if none is named.
+    """
+
+    keyword: str
+    items: tuple[ItemFilter, ...] = ()
+    item_keys: tuple[str, ...] = ()
+
+
+Filter = (SingleValue | Wildcard | Range | UidList | EmptyValue | AnyOf | DateTimeRange
+          | SequenceMatch)
 
 
 def filter_keywords(item: Filter) -> tuple[str, ...]:

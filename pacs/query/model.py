@@ -26,16 +26,20 @@ from pacs.query.errors import (
     MissingUniqueKey,
 )
 from pacs.query.keys import (
+    Key,
     Level,
     Model,
     find_key,
+    item_key,
     keys_at,
     keyword_of,
     lowest_level_of,
     vr_of,
 )
 from pacs.query.matching import (
+    DateTimeRange,
     Filter,
+    SequenceMatch,
     SingleValue,
     UidList,
     combine_date_time,
@@ -45,9 +49,11 @@ from pacs.query.matching import (
 
 #: Identifier elements that say how to query rather than what to match.
 _NOT_KEYS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
-#: Stands for a sequence key with item values: sequence matching (PS3.4 C.2.2.2.6), which the
-#: index cannot do, since it holds no sequence attributes.
-_SEQUENCE_MATCH = "(sequence matching)"
+#: A sequence key's value: its item's keys with their values (C.2.2.2.6); an empty tuple
+#: asks for every item whole.
+ItemEntries = tuple[tuple[str, str | None], ...]
+#: A key as sent: its keyword and value (None: return key only; a tuple: a sequence's item).
+Entry = tuple[str, str | ItemEntries | None]
 
 #: QIDO-RS parameters that are not matching keys (PS3.18 8.3.4, 8.3.3.1).
 _QIDO_OPTIONS = frozenset({"limit", "offset", "fuzzymatching", "includefield"})
@@ -235,7 +241,7 @@ class Query:
             If ``limit``, ``offset`` or ``fuzzymatching`` is malformed.
         """
         options = _QidoOptions.parse(params, level, fuzzy)
-        entries: list[tuple[str, str | None]] = []
+        entries: list[Entry] = []
         for keyword, uid in (path_uids or {}).items():
             if keyword not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
                 raise InvalidKey(f"{keyword} is not a UID of a resource path", keyword)
@@ -256,6 +262,29 @@ class Query:
         )
 
 
+def _has_values(value: str | ItemEntries | None) -> bool:
+    if isinstance(value, tuple):
+        return any(text for _keyword, text in value)
+    return bool(value)
+
+
+def _sequence_match(key: Key, value: str | ItemEntries | None,
+                    uid_separators: str) -> SequenceMatch:
+    """The sequence matching a sequence key asks for; a text value is refused."""
+    if isinstance(value, str) and value.strip(" \x00"):
+        raise InvalidMatchValue(f"{key.keyword} is a sequence: give its item's keys", key.keyword)
+    entries = value if isinstance(value, tuple) else ()
+    filters = []
+    for keyword, text in entries:
+        if text:
+            item = parse_value(item_key(keyword, key.level), text,
+                               uid_separators=uid_separators)
+            if item is not None and not isinstance(item, DateTimeRange):
+                filters.append(item)
+    return SequenceMatch(key.keyword, tuple(filters),
+                         tuple(dict.fromkeys(keyword for keyword, _text in entries)))
+
+
 def _model_name(model: Model) -> str:
     return model.value.replace("_", " ").title()
 
@@ -270,7 +299,7 @@ def _check_level(level: Level, model: Model) -> None:
 def _build(
     level: Level,
     model: Model,
-    entries: Iterable[tuple[str, str | None]],
+    entries: Iterable[Entry],
     *,
     fuzzy: bool,
     combine_datetime: bool,
@@ -288,7 +317,7 @@ def _build(
         if key is None:
             lowest = lowest_level_of(keyword)
             if lowest is not None:  # held by the index, but only below this level
-                if value:
+                if _has_values(value):
                     raise InvalidKey(
                         f"{keyword} is a {lowest.value} attribute; it cannot be matched in "
                         f"a {level.value} query",
@@ -296,11 +325,14 @@ def _build(
                     )
                 continue
             returned.append(keyword)
-            if value:
+            if _has_values(value):
                 ignored.append(keyword)
             continue
         returned.append(keyword)
-        if value is not None:
+        if key.sequence:
+            if value:  # an item, or text (refused); None or () ask for every item whole
+                filters.append(_sequence_match(key, value, uid_separators))
+        elif isinstance(value, str):
             item = parse_value(key, value, uid_separators=uid_separators)
             if item is not None:
                 filters.append(item)
@@ -318,7 +350,7 @@ def _build(
     )
 
 
-def _identifier_entries(identifier: Dataset) -> Iterator[tuple[str, str | None]]:
+def _identifier_entries(identifier: Dataset) -> Iterator[Entry]:
     for tag in list(identifier.keys()):
         # Group lengths, command and file meta elements, and private keys (which the index
         # cannot hold) are not keys.
@@ -335,7 +367,7 @@ def _identifier_entries(identifier: Dataset) -> Iterator[tuple[str, str | None]]
             yield keyword, _raw_text(identifier, tag, keyword)
             continue
         if element.VR == "SQ":
-            yield keyword, _SEQUENCE_MATCH if _has_item_values(element) else None
+            yield keyword, _item_entries(element)
         else:
             yield keyword, _element_text(element)
 
@@ -347,16 +379,23 @@ def _raw_text(identifier: Dataset, tag: BaseTag, keyword: str) -> str | None:
     return value.decode("ascii", errors="replace").strip(" \x00") or None
 
 
-def _has_item_values(element: DataElement) -> bool:
-    """True if an item of the sequence, or of a sequence within it, has a value."""
-    for item in element.value:
-        for item_element in item:
-            if item_element.VR == "SQ":
-                if _has_item_values(item_element):
-                    return True
-            elif item_element.value not in (None, "", b""):
-                return True
-    return False
+def _item_entries(element: DataElement) -> ItemEntries:
+    """The keys of a sequence key's item (PS3.4 C.2.2.2.6: a sequence of at most one item).
+
+    Sequences nested in the item are not matched (the index does not hold them); their
+    values are ignored.
+    """
+    items = list(element.value or [])
+    if not items:
+        return ()
+    entries = []
+    for item_element in items[0]:
+        keyword = item_element.keyword
+        if not keyword or item_element.tag.is_private or item_element.tag.element == 0:
+            continue
+        text = None if item_element.VR == "SQ" else _element_text(item_element)
+        entries.append((keyword, text))
+    return tuple(entries)
 
 
 def _element_text(element: DataElement) -> str | None:
@@ -433,7 +472,7 @@ def _qido_integer(values: Mapping[str, list[str]], name: str, *, minimum: int) -
 
 def _qido_default_entries(
     level: Level, path_uids: Mapping[str, str]
-) -> list[tuple[str, str | None]]:
+) -> list[Entry]:
     """PS3.18 10.6.3: each level's defaults, plus those of the levels above that the path
     does not fix (a search of all series also returns each series' study attributes)."""
     keywords = list(QIDO_DEFAULT_KEYS[level])
@@ -444,18 +483,20 @@ def _qido_default_entries(
     return [(keyword, None) for keyword in keywords]
 
 
-def _qido_matching_entries(params: Mapping[str, Sequence[str]]) -> list[tuple[str, str | None]]:
-    entries: list[tuple[str, str | None]] = []
+def _qido_matching_entries(params: Mapping[str, Sequence[str]]) -> list[Entry]:
+    entries: list[Entry] = []
+    items: dict[str, list[tuple[str, str | None]]] = {}
     for name, given in params.items():
         if name.lower() in _QIDO_OPTIONS or name.lower() in _QIDO_IGNORED:
             continue
         path = _sequence_path(name)
         # A parameter given twice offers two values, as a backslash does within one.
         value = "\\".join(text for text in given if text)
-        if len(path) > 1:  # a key inside a sequence: sequence matching
-            entries.append((path[0], _SEQUENCE_MATCH if value else None))
+        if len(path) > 1:  # a key inside a sequence: sequence matching on its one item
+            items.setdefault(path[0], []).append((path[1], value or None))
         else:
             entries.append((path[0], value))
+    entries += [(keyword, tuple(item)) for keyword, item in items.items()]
     return entries
 
 

@@ -30,7 +30,7 @@ from pydicom.datadict import dictionary_VM, tag_for_keyword
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 
-from pacs.query import UTF8, element_for
+from pacs.query import UTF8, element_for, has_non_ascii
 from pacs.query.keys import vr_of
 
 #: VRs whose values are text, encoded as they are stored.
@@ -144,10 +144,10 @@ class IdentifierEncoder:
                 # and then the identifier says ISO_IR 192.
                 utf8 = utf8 or not value.isascii()
                 parts.append(key.text_element(value))
-            elif value is None or value == "" or key.vr == "SQ":
+            elif value is None or value == "" or (key.vr == "SQ" and not value):
                 parts.append(key.element(b""))
             else:
-                utf8 = utf8 or (isinstance(value, str) and not value.isascii())
+                utf8 = utf8 or has_non_ascii(value)
                 parts.append(self._element(key, value))
         if utf8:
             parts.insert(self._charset_index, self._charset_element)

@@ -17,7 +17,8 @@ for every front end:
   patients would be a clinical-safety hazard.
 * **First value wins, blanks are filled.** A patient, study or series attribute keeps the value
   it was first indexed with; an attribute that was empty is filled by a later instance that has
-  it. Differences are logged at debug level.
+  it. Differences are logged at debug level. A sequence attribute (ProcedureCodeSequence...)
+  is kept whole, from the first instance of the study or series that has one.
 * **One SOP Instance UID is one instance.** The first copy is kept; later copies are reported as
   already stored and not indexed again.
 """
@@ -31,11 +32,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pacs.errors import IndexConflict
-from pacs.storage.schema import instances, patients, series, studies
+from pacs.storage.schema import instances, patients, sequence_items, series, studies
 from pacs.storage.sql import Database
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class InstanceRecord:
     sha256: str
     metadata_json: str
     origin: str
+    study_sequences: Sequence[Mapping[str, Any]] = ()
+    series_sequences: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass
@@ -286,8 +289,30 @@ class Index:
         )
         if inserted.rowcount == 0:
             return False  # a concurrent writer indexed the same SOP Instance UID first
+        if not series_row.num_instances:  # the series' first instance, perhaps the study's
+            self._add_sequence_items(conn, "STUDY", study_row.pk, record.study_sequences)
+            self._add_sequence_items(conn, "SERIES", series_row.pk, record.series_sequences)
         self._count_instance(conn, series_row, now)
         return True
+
+    @staticmethod
+    def _add_sequence_items(conn: Connection, level: str, owner_pk: int,
+                            rows: Sequence[Mapping[str, Any]]) -> None:
+        """Keep the sequence items of a study or series, unless it has some already.
+
+        The first instance that has them wins, as for every other attribute; this runs under
+        the study's lock, so two writers cannot both add them.
+        """
+        if not rows:
+            return
+        held = conn.execute(
+            select(sequence_items.c.pk)
+            .where(sequence_items.c.level == level, sequence_items.c.owner_pk == owner_pk)
+            .limit(1)
+        ).first()
+        if held is None:
+            conn.execute(insert(sequence_items),
+                         [{**row, "level": level, "owner_pk": owner_pk} for row in rows])
 
     def _get_or_create(
         self, conn: Connection, table: Table, key_column: str, key: str,

@@ -1,4 +1,4 @@
-"""The index schema: patients, studies, series and instances.
+"""The index schema: patients, studies, series, instances, and sequence items.
 
 One column per attribute listed in :mod:`pacs.attributes`, plus keys, counts and bookkeeping.
 The same SQLAlchemy Core tables serve SQLite and PostgreSQL.
@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 from pacs.attributes import (
     INSTANCE_ATTRIBUTES,
+    MAX_ITEM_VALUE,
     NAME_COLUMNS,
     PATIENT_ATTRIBUTES,
     SERIES_ATTRIBUTES,
@@ -128,4 +129,20 @@ instances = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_instances_series_pk", "series_pk"),
     Index("ix_instances_object_key", "object_key"),
+)
+
+# The items of the sequence attributes of pacs.attributes.STUDY_SEQUENCES / SERIES_SEQUENCES:
+# one row per attribute value of an item, owned by a study or a series row (``level``).
+sequence_items = Table(
+    "sequence_items",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("level", String(8), nullable=False),
+    Column("owner_pk", _Key, nullable=False),
+    Column("sequence", String(64), nullable=False),
+    Column("item", Integer, nullable=False),
+    Column("keyword", String(64), nullable=False),
+    Column("value", String(MAX_ITEM_VALUE), nullable=False),
+    Index("ix_sequence_items_match", "sequence", "keyword", "value"),
+    Index("ix_sequence_items_owner", "level", "owner_pk", "sequence"),
 )
