@@ -7,6 +7,7 @@ Every command builds its settings the same way (defaults, ``--config``/``PACS_CO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=getattr(args, "data_dir", None),
             aet=getattr(args, "aet", None),
             dicom_port=getattr(args, "dicom_port", None),
+            http_port=getattr(args, "http_port", None),
             workers=getattr(args, "workers", None),
         )
     except SettingsError as exc:
@@ -66,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(serve)
     serve.add_argument("--aet", help="AE title of the archive (PACS_AET)")
     serve.add_argument("--dicom-port", type=int, help="DICOM port (PACS_DICOM_PORT)")
+    serve.add_argument("--http-port", type=int,
+                       help="web service port, 0 for none (PACS_HTTP_PORT)")
     serve.add_argument("--workers", type=int,
                        help="receiver processes; 0 = one per CPU core (PACS_WORKERS)")
     serve.set_defaults(command=cmd_serve)
@@ -127,9 +131,13 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     from pacs.scp.workers import Supervisor, bind_listener, default_workers
 
     log.info("settings: %s", settings.describe())
+    if settings.http_port and not _can_listen(settings.http_host, settings.http_port):
+        return 1
     workers = settings.workers or default_workers()
     if workers == 1:
-        return _serve_one(settings)
+        open_services(settings).close()  # the schema exists before the web workers start
+        with _web_service(settings):
+            return _serve_one(settings)
     try:
         listener = bind_listener(settings.dicom_host, settings.dicom_port)
         # The TLS port is bound here too, so that every forked worker serves it.
@@ -153,7 +161,36 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"pacs: {settings.aet} ready on port {listener.getsockname()[1]} "
               f"({workers} receiver processes, pid {os.getpid()})", flush=True)
 
-    return Supervisor(listener, workers, worker, on_ready=ready).run()
+    with _web_service(settings):
+        return Supervisor(listener, workers, worker, on_ready=ready).run()
+
+
+def _can_listen(host: str, port: int) -> bool:
+    """True if ``host:port`` is free for the web service; logs why not otherwise."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d for the web service (http_port): %s", host, port,
+                  exc.strerror)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _web_service(settings: Settings) -> Iterator[None]:
+    """The web service (gunicorn, forked before any thread starts) while the block runs."""
+    if not settings.http_port:
+        yield
+        return
+    from pacs.web.server import start_web, stop_web
+
+    process = start_web(settings)
+    try:
+        yield
+    finally:
+        stop_web(process)
 
 
 def _serve_one(settings: Settings, *, listener: socket.socket | None = None,

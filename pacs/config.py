@@ -121,7 +121,29 @@ class Settings:
         ),
     )
     find_max_results: int = field(
-        default=1000, metadata=_help("Most matches one C-FIND request returns.")
+        default=1000,
+        metadata=_help("Most matches one C-FIND request or QIDO-RS search returns."),
+    )
+    http_host: str = field(
+        default="127.0.0.1",
+        metadata=_help(
+            "Address the web service (DICOMweb) listens on. Loopback by default: until user "
+            "accounts exist it has no authentication of its own, so expose it only behind "
+            "an authenticating reverse proxy."
+        ),
+    )
+    http_port: int = field(
+        default=8080, metadata=_help("TCP port of the web service; 0 = no web service.")
+    )
+    http_workers: int = field(
+        default=0, metadata=_help("Web service worker processes; 0 means one per CPU core.")
+    )
+    public_url: str = field(
+        default="",
+        metadata=_help(
+            "The web service's address as clients see it (https://pacs.example.org), for the "
+            "URLs in responses; empty means the address each request came to."
+        ),
     )
     modalities: str = field(
         default="",
@@ -257,6 +279,15 @@ class Settings:
                                         f"is set (got {path})")
         if self.find_max_results < 1:
             raise SettingsError("find_max_results: must be at least 1")
+        if not 0 <= self.http_port <= 65535:
+            raise SettingsError(f"http_port: {self.http_port} is not a TCP port (1-65535)")
+        if self.http_port and self.http_port in (self.dicom_port, self.tls_port):
+            raise SettingsError("http_port: must differ from dicom_port and tls_port")
+        if not 0 <= self.http_workers <= 64:
+            raise SettingsError("http_workers: must be between 0 (one per core) and 64")
+        if self.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.public_url):
+            raise SettingsError(
+                f"public_url: {self.public_url!r} is not an http:// or https:// URL")
         try:
             parse_modalities(self.modalities)
             parse_access(self.access)

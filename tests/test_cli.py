@@ -116,7 +116,7 @@ def test_ls_on_an_empty_archive(data_dir, capsys):
 
 def start_serve(data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_PORT": str(port),
-           "PACS_DICOM_HOST": "127.0.0.1"}
+           "PACS_DICOM_HOST": "127.0.0.1", "PACS_HTTP_PORT": str(free_port())}
     process = subprocess.Popen(
         [sys.executable, "-m", "pacs.cli", "serve", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -189,7 +189,7 @@ class Serving:
 
     def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
         env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_PORT": str(port),
-               "PACS_DICOM_HOST": "127.0.0.1"}
+               "PACS_DICOM_HOST": "127.0.0.1", "PACS_HTTP_PORT": str(free_port())}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pacs.cli", "serve", *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -268,7 +268,8 @@ def test_serve_starts_one_worker_per_core_by_default(data_dir):
 
 def test_serve_keeps_serving_when_a_worker_is_killed(data_dir):
     port = free_port()
-    serving = Serving(data_dir, port, "--workers", "2")
+    # Without the web service, the parent's only children are the receiver workers.
+    serving = Serving(data_dir, port, "--workers", "2", "--http-port", "0")
     serving.wait_until_ready()
     pid = serving.process.pid
     try:

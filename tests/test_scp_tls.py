@@ -142,6 +142,7 @@ def test_serve_with_two_workers_answers_on_the_tls_port(dcmtk, pki, tmp_path):
     port, tls_port = free_port(), free_port()
     env = {**os.environ, "PACS_DATA_DIR": str(tmp_path / "var"), "PACS_DICOM_HOST": "127.0.0.1",
            "PACS_DICOM_PORT": str(port), "PACS_WORKERS": "2", "PACS_TLS_PORT": str(tls_port),
+           "PACS_HTTP_PORT": "0",
            "PACS_TLS_CERTIFICATE": str(pki["server_pem"]),
            "PACS_TLS_PRIVATE_KEY": str(pki["server_key"]),
            "PACS_TLS_CA_CERTIFICATES": str(pki["ca"])}

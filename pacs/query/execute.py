@@ -139,7 +139,7 @@ def run_query(db: Database, query: Query, *, max_results: int | None = None) -> 
         result = conn.execute(statement)
         # Plain dicts: a SQLAlchemy RowMapping's get() costs several times a dict's.
         keys = list(result.keys())
-        rows = [dict(zip(keys, row, strict=True)) for row in result]
+        rows = [dict(zip(keys, row, strict=True)) for row in result.all()]
         more = cap is not None and len(rows) > cap
         rows = rows[:cap]
         compiler = _Conditions(query.level, query.fuzzy, sqlite=db.is_sqlite)

@@ -1,1 +1,54 @@
-"""The Flask service (DICOMweb, WADO, rendering, viewer): built in the DICOMweb issue."""
+"""The web service: DICOMweb under ``/dicom-web`` and health checks, as a Flask application.
+
+``create_app(settings)`` builds one application with one blueprint per concern:
+
+* :mod:`pacs.web.health`: ``/healthz`` (the process answers) and ``/readyz`` (the index and
+  the object store answer);
+* :mod:`pacs.web.qido`: QIDO-RS searches (PS3.18 10.6) on the shared query model.
+
+Until user accounts exist the service has no authentication of its own, so it listens on
+loopback by default (the ``http_host`` setting); see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from pacs.config import Settings
+from pacs.services import Services, open_services
+
+#: Where DICOMweb lives, as in other archives (Orthanc, dcm4chee).
+DICOMWEB_ROOT = "/dicom-web"
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Flask:
+    """The web application for ``settings``.
+
+    Parameters
+    ----------
+    settings
+        The archive's settings.
+    services
+        Open services to use; by default the application opens its own (one per process:
+        each web worker process calls this after it starts).
+
+    Returns
+    -------
+    Flask
+    """
+    from pacs.web import errors, health, qido
+
+    app = Flask(__name__)
+    app.config["PACS_SETTINGS"] = settings
+    app.extensions["pacs"] = services if services is not None else open_services(settings)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8 names stay readable
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # tags are already in order
+    errors.register(app)
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(qido.blueprint, url_prefix=DICOMWEB_ROOT)
+    return app
+
+
+def services_of(app: Flask) -> Services:
+    """The archive's services bound to ``app``."""
+    return app.extensions["pacs"]  # type: ignore[no-any-return]

@@ -284,7 +284,8 @@ def pacs_serve(files: Sequence[Path], scratch: Path, associations: int, workers:
     port = free_port()
     data_dir = scratch / "pacs"
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_PORT": str(port),
-           "PACS_DICOM_HOST": LOOPBACK, "PACS_WORKERS": str(workers), "PACS_LOG_LEVEL": "WARNING"}
+           "PACS_DICOM_HOST": LOOPBACK, "PACS_WORKERS": str(workers), "PACS_LOG_LEVEL": "WARNING",
+           "PACS_HTTP_PORT": "0"}  # the receiver alone is measured
     server = subprocess.Popen([sys.executable, "-m", "pacs.cli", "serve"], env=env,
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -488,7 +488,7 @@ class ArchiveServer:
                "PACS_FIND_MAX_RESULTS": str(self.max_results),
                # The association stays open while the other server is queried.
                "PACS_NETWORK_TIMEOUT": str(IDLE_TIMEOUT), "PACS_DIMSE_TIMEOUT": str(IDLE_TIMEOUT),
-               "PACS_DATABASE_URL": self.database_url}
+               "PACS_DATABASE_URL": self.database_url, "PACS_HTTP_PORT": "0"}
         command = [sys.executable, "-m", "pacs.cli", "serve", "--data-dir", str(self.data_dir),
                    "--dicom-port", str(self.port)]
         with self.log.open("w") as log:
