@@ -699,6 +699,7 @@ class FindClient:
     def __init__(self, port: int, aet: str) -> None:
         self.sock = socket.create_connection((LOOPBACK, port), timeout=IDLE_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = self.sock.makefile("rb", buffering=1 << 20)
         self.message_id = 0
         transfer = b"1.2.840.10008.1.2"  # Implicit VR Little Endian
         context = _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, STUDY_ROOT_FIND.encode("ascii"))
@@ -723,13 +724,10 @@ class FindClient:
         return False
 
     def _read_exactly(self, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                raise RuntimeError("the server closed the connection")
-            data += chunk
-        return bytes(data)
+        data = self.reader.read(size)  # buffered: a few large reads, not two per PDU
+        if len(data) < size:
+            raise RuntimeError("the server closed the connection")
+        return data
 
     def _read_pdu(self) -> tuple[int, bytes]:
         pdu_type, length = struct.unpack(">BxL", self._read_exactly(6))
@@ -803,6 +801,7 @@ class FindClient:
             self._read_pdu()  # A-RELEASE-RP
         except (OSError, RuntimeError):
             pass
+        self.reader.close()
         self.sock.close()
 
 
