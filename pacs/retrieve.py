@@ -6,6 +6,7 @@
     WADO (study, series, instance UIDs) ── uid_query(...) ───────────┴─▶ Query (IMAGE level)
                                                                           │
                         resolve(db, query) ── one indexed SELECT ─▶ [StoredInstance, ...]
+               resolve_metadata(db, query) ── the same, with each instance's stored JSON
                                                                           │
               open_instance / read_instance / iter_instance_bytes ◀── object store (by key)
               transcode_to_explicit_little_endian ◀── only when the receiver cannot take
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from io import BytesIO
 from typing import BinaryIO
 
@@ -186,6 +188,39 @@ def resolve(db: Database, query: Query) -> list[StoredInstance]:
             size=row["size"],
             sha256=row["sha256"],
         )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class InstanceMetadata:
+    """An instance's DICOM JSON as ingest stored it (bulk data as relative BulkDataURIs)."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sha256: str
+    metadata_json: str
+
+
+def resolve_metadata(db: Database, query: Query) -> list[InstanceMetadata]:
+    """The stored DICOM JSON of every instance ``query`` matches, in the order archived.
+
+    Read from the index in the same one statement as :func:`resolve` (the JSON is a column
+    of the instance row): no object is opened.
+
+    Raises
+    ------
+    IndexUnavailable
+        If the database fails.
+    """
+    statement = resolve_statement(query, db.engine.dialect.name).add_columns(
+        instances.c.metadata_json)
+    with db.reading() as conn:
+        rows = conn.execute(statement).mappings().all()
+    return [
+        InstanceMetadata(row["StudyInstanceUID"], row["SeriesInstanceUID"],
+                         row["SOPInstanceUID"], row["sha256"], row["metadata_json"])
         for row in rows
     ]
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from pacs.ingest import Origin
@@ -221,6 +222,24 @@ def test_dicomweb_client_searches_every_level_of_pacs_serve(serving):
     assert len(instances) == 24
     assert len(client.search_for_instances(limit=5)) == 5
     assert client.search_for_studies(search_filters={"PatientID": "NOBODY"}) == []
+
+
+def test_dicomweb_client_retrieves_a_series_and_its_metadata_from_pacs_serve(serving):
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(serving)
+    (series,) = client.search_for_series(study_instance_uid=CT_STUDY)
+    series_uid = series[SERIES_UID]["Value"][0]
+    retrieved = client.retrieve_series(CT_STUDY, series_uid,
+                                       media_types=(("application/dicom", "*"),))
+    sent = {}
+    for path in SAMPLES.rglob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        if dataset.SeriesInstanceUID == series_uid:
+            sent[dataset.SOPInstanceUID] = dataset.PixelData
+    assert {dataset.SOPInstanceUID: dataset.PixelData for dataset in retrieved} == sent
+    metadata = client.retrieve_series_metadata(CT_STUDY, series_uid)
+    assert {item["00080018"]["Value"][0] for item in metadata} == set(sent)
 
 
 def test_serve_refuses_to_start_when_the_web_port_is_taken(tmp_path):

@@ -4,7 +4,9 @@
 
 * :mod:`pacs.web.health`: ``/healthz`` (the process answers) and ``/readyz`` (the index and
   the object store answer);
-* :mod:`pacs.web.qido`: QIDO-RS searches (PS3.18 10.6) on the shared query model.
+* :mod:`pacs.web.qido`: QIDO-RS searches (PS3.18 10.6) on the shared query model;
+* :mod:`pacs.web.wado`: WADO-RS retrieval of instances and metadata (PS3.18 10.4) on the
+  shared retrieve path.
 
 Until user accounts exist the service has no authentication of its own, so it listens on
 loopback by default (the ``http_host`` setting); see docs/architecture.md.
@@ -36,7 +38,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     -------
     Flask
     """
-    from pacs.web import errors, health, qido
+    from pacs.web import errors, health, qido, wado
 
     app = Flask(__name__)
     app.config["PACS_SETTINGS"] = settings
@@ -46,6 +48,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix=DICOMWEB_ROOT)
+    app.register_blueprint(wado.blueprint, url_prefix=DICOMWEB_ROOT)
     return app
 
 

@@ -1,0 +1,154 @@
+"""WADO-RS (PS3.18 10.4): instances as multipart DICOM, and metadata, on each backend pair."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import gzip
+import json
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
+
+from pacs.ingest import Origin
+from pacs.web import create_app
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_dicom"
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
+CT_STUDY = "2.25.123310908792150242595810694833455775405"
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+@pytest.fixture
+def archive(services):
+    origin = Origin("import", "test")
+    for path in sorted(SAMPLES.rglob("*.dcm")):
+        assert services.ingest(path.read_bytes(), origin).ok
+    assert services.ingest((PYDICOM_FILES / "JPEG2000.dcm").read_bytes(), origin).ok
+    return services
+
+
+@pytest.fixture
+def client(archive):
+    return create_app(archive.settings, archive).test_client()
+
+
+def parts(response) -> list[tuple[str, bytes]]:
+    """(media type; transfer-syntax, body) of each part of a multipart/related response."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + response.headers["Content-Type"].encode() + b"\r\n\r\n"
+        + response.data)
+    return [(f"{part.get_content_type()}; transfer-syntax={part.get_param('transfer-syntax')}",
+             part.get_payload(decode=True))
+            for part in message.iter_parts()]
+
+
+def sample_files() -> dict[str, bytes]:
+    """The CT sample's files by SOP Instance UID."""
+    files = {}
+    for path in SAMPLES.rglob("*.dcm"):
+        data = path.read_bytes()
+        dataset = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+        if dataset.StudyInstanceUID == CT_STUDY:
+            files[dataset.SOPInstanceUID] = data
+    return files
+
+
+def test_a_study_as_stored_is_every_instance_byte_for_byte(client):
+    response = client.get(f"/dicom-web/studies/{CT_STUDY}", headers={"Accept": AS_STORED})
+    assert response.status_code == 200
+    assert response.content_type.startswith('multipart/related; type="application/dicom"')
+    received = {pydicom.dcmread(BytesIO(body), stop_before_pixels=True).SOPInstanceUID: body
+                for _, body in parts(response)}
+    assert received == sample_files()
+
+
+def test_each_part_names_its_transfer_syntax(client):
+    response = client.get(f"/dicom-web/studies/{CT_STUDY}", headers={"Accept": AS_STORED})
+    content_type, body = parts(response)[0]
+    syntax = pydicom.dcmread(BytesIO(body)).file_meta.TransferSyntaxUID
+    assert content_type == f"application/dicom; transfer-syntax={syntax}"
+
+
+def jpeg2000_path(client) -> str:
+    """The WADO-RS path of pydicom's JPEG 2000 test file in the archive."""
+    stored = pydicom.dcmread(PYDICOM_FILES / "JPEG2000.dcm", stop_before_pixels=True)
+    (match,) = client.get(f"/dicom-web/instances?SOPInstanceUID={stored.SOPInstanceUID}").json
+    return (f"/dicom-web/studies/{match['0020000D']['Value'][0]}/series/"
+            f"{match['0020000E']['Value'][0]}/instances/{stored.SOPInstanceUID}")
+
+
+def test_without_a_transfer_syntax_a_compressed_instance_comes_decompressed(client):
+    path = jpeg2000_path(client)
+    response = client.get(path, headers={"Accept": 'multipart/related; type="application/dicom"'})
+    ((content_type, body),) = parts(response)
+    assert content_type == f"application/dicom; transfer-syntax={ExplicitVRLittleEndian}"
+    received = pydicom.dcmread(BytesIO(body))
+    assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    original = pydicom.dcmread(PYDICOM_FILES / "JPEG2000.dcm")
+    assert np.array_equal(received.pixel_array, original.pixel_array)
+
+
+def test_as_stored_the_compressed_instance_keeps_its_syntax(client):
+    ((content_type, body),) = parts(client.get(jpeg2000_path(client),
+                                               headers={"Accept": AS_STORED}))
+    assert content_type.endswith(f"transfer-syntax={JPEG2000}")
+    assert body == (PYDICOM_FILES / "JPEG2000.dcm").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("url", "accept", "status"),
+    [
+        (f"/dicom-web/studies/{CT_STUDY}",
+         'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+         406),
+        (f"/dicom-web/studies/{CT_STUDY}", "application/pdf", 406),
+        ("/dicom-web/studies/1.2.3.4.5", AS_STORED, 404),
+        ("/dicom-web/studies/1.2.x/series/1.2", AS_STORED, 400),
+        ("/dicom-web/studies/1.2.3.4.5/metadata", "application/dicom+json", 404),
+    ],
+    ids=["compressed-syntax", "other-media-type", "unknown-study", "hostile-uid",
+         "unknown-metadata"],
+)
+def test_refused_retrievals_get_a_status_and_a_reason(client, url, accept, status):
+    response = client.get(url, headers={"Accept": accept})
+    assert response.status_code == status
+    assert response.json["error"]
+
+
+def test_series_metadata_is_every_instance_with_absolute_bulk_data_uris(client):
+    series = client.get(f"/dicom-web/studies/{CT_STUDY}/series").json[0]["0020000E"]["Value"][0]
+    response = client.get(f"/dicom-web/studies/{CT_STUDY}/series/{series}/metadata")
+    assert response.content_type == "application/dicom+json"
+    instances = response.json
+    assert len(instances) == 24
+    first = instances[0]
+    assert first["00280010"] == {"vr": "US", "Value": [256]}  # Rows of the CT sample
+    sop = first["00080018"]["Value"][0]
+    assert first["7FE00010"]["BulkDataURI"] == (
+        f"http://localhost/dicom-web/studies/{CT_STUDY}/series/{series}/instances/{sop}"
+        "/bulkdata/7FE00010")
+
+
+def test_metadata_is_gzipped_when_accepted_and_a_revisit_is_a_304(client):
+    url = f"/dicom-web/studies/{CT_STUDY}/metadata"
+    plain = client.get(url)
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(zipped.data)) == plain.json
+    assert zipped.headers["ETag"] == plain.headers["ETag"]
+    again = client.get(url, headers={"If-None-Match": plain.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.data == b""
+
+
+def test_metadata_of_one_instance(client):
+    path = jpeg2000_path(client)
+    (instance,) = client.get(path + "/metadata").json
+    assert instance["00280010"]["Value"] == [1024]  # Rows
+    assert instance["7FE00010"]["BulkDataURI"].endswith(path + "/bulkdata/7FE00010")
