@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pydicom.data
+import pydicom.encaps
 import pytest
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
 
@@ -152,3 +153,59 @@ def test_metadata_of_one_instance(client):
     (instance,) = client.get(path + "/metadata").json
     assert instance["00280010"]["Value"] == [1024]  # Rows
     assert instance["7FE00010"]["BulkDataURI"].endswith(path + "/bulkdata/7FE00010")
+
+
+# -- frames -------------------------------------------------------------------------------------
+
+OCTETS_AS_STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+OCTETS = 'multipart/related; type="application/octet-stream"'
+
+
+def ct_instance_path(client) -> tuple[str, pydicom.Dataset]:
+    (instance,) = client.get(f"/dicom-web/studies/{CT_STUDY}/instances?limit=1").json
+    sop = instance["00080018"]["Value"][0]
+    data = sample_files()[sop]
+    return (f"/dicom-web/studies/{CT_STUDY}/series/{instance['0020000E']['Value'][0]}"
+            f"/instances/{sop}"), pydicom.dcmread(BytesIO(data))
+
+
+def test_a_native_frame_is_the_pixel_data_as_stored(client):
+    path, dataset = ct_instance_path(client)
+    response = client.get(path + "/frames/1", headers={"Accept": OCTETS_AS_STORED})
+    assert response.status_code == 200
+    ((content_type, body),) = parts(response)
+    assert content_type.startswith("application/octet-stream")
+    assert body == dataset.PixelData
+
+
+def test_a_compressed_frame_as_stored_is_the_encapsulated_frame(client):
+    response = client.get(jpeg2000_path(client) + "/frames/1",
+                          headers={"Accept": OCTETS_AS_STORED})
+    ((content_type, body),) = parts(response)
+    assert content_type.endswith(f"transfer-syntax={JPEG2000}")
+    stored = pydicom.dcmread(PYDICOM_FILES / "JPEG2000.dcm")
+    (frame,) = pydicom.encaps.generate_frames(stored.PixelData, number_of_frames=1)
+    assert body == frame
+
+
+def test_an_uncompressed_frame_of_a_compressed_instance_is_decoded(client):
+    response = client.get(jpeg2000_path(client) + "/frames/1", headers={"Accept": OCTETS})
+    ((content_type, body),) = parts(response)
+    assert content_type.endswith(f"transfer-syntax={ExplicitVRLittleEndian}")
+    original = pydicom.dcmread(PYDICOM_FILES / "JPEG2000.dcm").pixel_array
+    assert np.array_equal(np.frombuffer(body, dtype=original.dtype).reshape(original.shape),
+                          original)
+
+
+@pytest.mark.parametrize(
+    ("frames", "accept", "status"),
+    [("2", OCTETS_AS_STORED, 404), ("0", OCTETS_AS_STORED, 404), ("1,x", OCTETS_AS_STORED, 400),
+     ("1", 'multipart/related; type="application/octet-stream"; '
+           "transfer-syntax=1.2.840.10008.1.2.4.50", 406)],
+    ids=["past-the-last", "zero", "not-a-number", "compressed-syntax"],
+)
+def test_bad_frame_requests_get_a_status_and_a_reason(client, frames, accept, status):
+    path, _ = ct_instance_path(client)
+    response = client.get(path + f"/frames/{frames}", headers={"Accept": accept})
+    assert response.status_code == status
+    assert response.json["error"]

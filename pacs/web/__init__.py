@@ -6,7 +6,8 @@
   the object store answer);
 * :mod:`pacs.web.qido`: QIDO-RS searches (PS3.18 10.6) on the shared query model;
 * :mod:`pacs.web.wado`: WADO-RS retrieval of instances and metadata (PS3.18 10.4) on the
-  shared retrieve path.
+  shared retrieve path;
+* :mod:`pacs.web.frames`: WADO-RS frames, as stored or uncompressed.
 
 Until user accounts exist the service has no authentication of its own, so it listens on
 loopback by default (the ``http_host`` setting); see docs/architecture.md.
@@ -38,7 +39,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     -------
     Flask
     """
-    from pacs.web import errors, health, qido, wado
+    from pacs.web import errors, frames, health, qido, wado
 
     app = Flask(__name__)
     app.config["PACS_SETTINGS"] = settings
@@ -49,6 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(wado.blueprint, url_prefix=DICOMWEB_ROOT)
+    app.register_blueprint(frames.blueprint, url_prefix=DICOMWEB_ROOT)
     return app
 
 

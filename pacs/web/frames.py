@@ -1,0 +1,132 @@
+"""WADO-RS frames (PS3.18 10.4.1.1.3): the pixel data of chosen frames of one instance.
+
+``GET .../instances/{uid}/frames/{list}`` (``1`` or ``1,3,5``) answers
+``multipart/related; type="application/octet-stream"``, one part per frame, in the order
+asked. The ``Accept`` media range's ``transfer-syntax`` chooses the encoding:
+
+* ``*`` (what OHIF asks for): each frame as stored. For an encapsulated (compressed) instance
+  that is its compressed frame, exactly the bytes of its fragments; for a native one, the
+  frame's slice of the pixel data. The part's Content-Type names the syntax, so the viewer
+  decodes it itself: nothing is decoded here, which is what makes this the fast path;
+* none, or Explicit VR Little Endian: uncompressed little endian pixels, decoded by
+  pydicom's handlers when the instance is compressed (colour in RGB);
+* anything else: 406.
+
+A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from io import BytesIO
+
+import pydicom
+from flask import Blueprint, Response, current_app, request
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from pacs.retrieve import read_instance, resolve, uid_query
+from pacs.web.errors import error_response
+
+log = logging.getLogger("pacs.web")
+blueprint = Blueprint("frames", __name__)
+AS_STORED = "*"
+#: Most frames one request may name (a cine loop of a few hundred is the largest real use).
+MAX_FRAMES = 4096
+
+
+@blueprint.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frame_list>")
+def retrieve_frames(study: str, series: str, instance: str, frame_list: str) -> Response:
+    """RetrieveFrames."""
+    from pacs.web import services_of
+
+    syntax = _requested_syntax(request.headers.get("Accept", ""))
+    if syntax is None:
+        return error_response(
+            406, 'frames are sent as multipart/related; type="application/octet-stream" with '
+                 f"transfer-syntax {AS_STORED} or {ExplicitVRLittleEndian}")
+    numbers = _frame_numbers(frame_list)
+    if numbers is None:
+        return error_response(400, f"{frame_list!r} is not a list of frame numbers (1,2,3)")
+    services = services_of(current_app)
+    found = resolve(services.db, uid_query(study, series, instance))
+    if not found:
+        return error_response(404, "no such instance in the archive")
+    dataset = pydicom.dcmread(BytesIO(read_instance(services.store, found[0])))
+    if "PixelData" not in dataset:
+        return error_response(404, "the instance has no pixel data")
+    count = int(dataset.get("NumberOfFrames") or 1)
+    missing = [number for number in numbers if not 1 <= number <= count]
+    if missing:
+        return error_response(404, f"frame {missing[0]} is not in 1..{count}")
+    stored = UID(dataset.file_meta.TransferSyntaxUID)
+    if syntax == AS_STORED:
+        frames = _stored_frames(dataset, stored, numbers, count)
+        sent = stored if stored.is_compressed else ExplicitVRLittleEndian
+    else:
+        frames = [_uncompressed_frame(dataset, stored, number, count) for number in numbers]
+        sent = ExplicitVRLittleEndian
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: application/octet-stream; transfer-syntax={sent}"
+        f"\r\n\r\n".encode("ascii") + frame + b"\r\n"
+        for frame in frames
+    ) + f"--{boundary}--\r\n".encode("ascii")
+    response = Response(body, content_type=(
+        f'multipart/related; type="application/octet-stream"; boundary={boundary}'))
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
+
+
+def _requested_syntax(accept: str) -> str | None:
+    if not accept.strip():
+        return ExplicitVRLittleEndian
+    for media_range in accept.split(","):
+        kind, *parameters = (part.strip() for part in media_range.split(";"))
+        values = {}
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            values[name.strip().lower()] = value.strip().strip('"')
+        if kind.lower() in ("*/*", "multipart/*"):
+            return ExplicitVRLittleEndian
+        if kind.lower() != "multipart/related":
+            continue
+        if values.get("type", "application/octet-stream").lower() != "application/octet-stream":
+            continue
+        syntax = values.get("transfer-syntax", ExplicitVRLittleEndian)
+        if syntax in (AS_STORED, ExplicitVRLittleEndian):
+            return syntax
+    return None
+
+
+def _frame_numbers(text: str) -> list[int] | None:
+    parts = text.split(",")
+    if not 1 <= len(parts) <= MAX_FRAMES or not all(part.strip().isdigit() for part in parts):
+        return None
+    return [int(part) for part in parts]
+
+
+def _stored_frames(dataset: Dataset, syntax: UID, numbers: list[int],
+                   count: int) -> list[bytes]:
+    pixels: bytes = dataset.PixelData
+    if syntax.is_encapsulated:
+        frames = list(generate_frames(pixels, number_of_frames=count))
+        return [frames[number - 1] for number in numbers]
+    size = _frame_size(dataset)
+    return [pixels[(number - 1) * size : number * size] for number in numbers]
+
+
+def _frame_size(dataset: Dataset) -> int:
+    bits = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1)) \
+        * int(dataset.BitsAllocated)
+    return (bits + 7) // 8
+
+
+def _uncompressed_frame(dataset: Dataset, syntax: UID, number: int, count: int) -> bytes:
+    if not syntax.is_compressed and syntax.is_little_endian:
+        return _stored_frames(dataset, syntax, [number], count)[0]
+    array = pixel_array(dataset, index=number - 1)
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
