@@ -29,11 +29,11 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs.retrieve import read_instance, resolve, uid_query
+from pacs.web.accept import AS_STORED, requested_syntax
 from pacs.web.errors import error_response
 
 log = logging.getLogger("pacs.web")
 blueprint = Blueprint("frames", __name__)
-AS_STORED = "*"
 #: Most frames one request may name (a cine loop of a few hundred is the largest real use).
 MAX_FRAMES = 4096
 
@@ -43,7 +43,7 @@ def retrieve_frames(study: str, series: str, instance: str, frame_list: str) -> 
     """RetrieveFrames."""
     from pacs.web import services_of
 
-    syntax = _requested_syntax(request.headers.get("Accept", ""))
+    syntax = requested_syntax(request.headers.get("Accept", ""), "application/octet-stream")
     if syntax is None:
         return error_response(
             406, 'frames are sent as multipart/related; type="application/octet-stream" with '
@@ -79,27 +79,6 @@ def retrieve_frames(study: str, series: str, instance: str, frame_list: str) -> 
         f'multipart/related; type="application/octet-stream"; boundary={boundary}'))
     response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
     return response
-
-
-def _requested_syntax(accept: str) -> str | None:
-    if not accept.strip():
-        return ExplicitVRLittleEndian
-    for media_range in accept.split(","):
-        kind, *parameters = (part.strip() for part in media_range.split(";"))
-        values = {}
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            values[name.strip().lower()] = value.strip().strip('"')
-        if kind.lower() in ("*/*", "multipart/*"):
-            return ExplicitVRLittleEndian
-        if kind.lower() != "multipart/related":
-            continue
-        if values.get("type", "application/octet-stream").lower() != "application/octet-stream":
-            continue
-        syntax = values.get("transfer-syntax", ExplicitVRLittleEndian)
-        if syntax in (AS_STORED, ExplicitVRLittleEndian):
-            return syntax
-    return None
 
 
 def _frame_numbers(text: str) -> list[int] | None:

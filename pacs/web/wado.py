@@ -52,12 +52,12 @@ from pacs.retrieve import (
     uid_query,
 )
 from pacs.storage.objects import ObjectStore
+from pacs.web.accept import AS_STORED, requested_syntax
 from pacs.web.errors import error_response
 
 log = logging.getLogger("pacs.web")
 blueprint = Blueprint("wado", __name__)
 DICOM_JSON = "application/dicom+json"
-AS_STORED = "*"
 #: Compressed metadata bodies kept per worker process (most recent first out last).
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -104,7 +104,7 @@ def instance_metadata(study: str, series: str, instance: str) -> Response:
 def _retrieve(study: str, series: str | None = None, instance: str | None = None) -> Response:
     from pacs.web import services_of
 
-    syntax = _requested_syntax(request.headers.get("Accept", ""))
+    syntax = requested_syntax(request.headers.get("Accept", ""), "application/dicom")
     if syntax is None:
         return error_response(
             406, 'instances are sent as multipart/related; type="application/dicom" with '
@@ -120,29 +120,6 @@ def _retrieve(study: str, series: str | None = None, instance: str | None = None
     response.headers["Cache-Control"] = "private, max-age=31536000, immutable" if instance \
         else "private, no-cache"  # an instance never changes; a series may grow
     return response
-
-
-def _requested_syntax(accept: str) -> str | None:
-    """The transfer syntax the Accept header asks for: ``*``, Explicit VR Little Endian
-    (also when none is named), or None when no acceptable media range is there."""
-    if not accept.strip():
-        return ExplicitVRLittleEndian
-    for media_range in accept.split(","):
-        kind, *parameters = (part.strip() for part in media_range.split(";"))
-        values = {}
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            values[name.strip().lower()] = value.strip().strip('"')
-        if kind.lower() in ("*/*", "multipart/*"):
-            return ExplicitVRLittleEndian
-        if kind.lower() != "multipart/related":
-            continue
-        if values.get("type", "application/dicom").lower() != "application/dicom":
-            continue
-        syntax = values.get("transfer-syntax", ExplicitVRLittleEndian)
-        if syntax in (AS_STORED, ExplicitVRLittleEndian):
-            return syntax
-    return None
 
 
 def _parts(store: ObjectStore, found: list[StoredInstance], syntax: str,
