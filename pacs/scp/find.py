@@ -210,6 +210,10 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> Non
                 has_dataset=identifier is not None, error_comment=comment)
         batch.add(context_id, command, identifier)
 
+    def finish(status: int, comment: str | None = None) -> None:
+        respond(status, comment=comment)
+        batch.flush()
+
     try:
         responses = evt.trigger(
             assoc, evt.EVT_C_FIND,
@@ -220,31 +224,23 @@ def serve_find(assoc: Any, request: C_FIND, context: PresentationContext) -> Non
                 return  # the handler released or aborted the association
             code = int(status.Status if isinstance(status, Dataset) else status)
             if code not in _PENDING_STATUSES:
-                batch.flush()
-                comment = status.get("ErrorComment") if isinstance(status, Dataset) else None
-                respond(code, comment=comment)
-                batch.flush()
+                finish(code, status.get("ErrorComment") if isinstance(status, Dataset) else None)
                 return
             if isinstance(identifier, Dataset):
                 encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian,
                                  syntax.is_deflated)
                 if not encoded:
                     log.error("C-FIND: a match could not be encoded in %s", syntax.name)
-                    batch.flush()
-                    respond(IDENTIFIER_NOT_ENCODED)
-                    batch.flush()
+                    finish(IDENTIFIER_NOT_ENCODED)
                     return
                 identifier = encoded
             respond(code, identifier)
     except Exception:
         log.exception("C-FIND: the handler failed")
-        batch.flush()
-        respond(HANDLER_FAILED)
-        batch.flush()
+        finish(HANDLER_FAILED)
         return
     if assoc.is_established:
-        respond(SUCCESS)
-        batch.flush()
+        finish(SUCCESS)
 
 
 def find_response(message_id: int, sop_class: str, status: int, identifier: bytes | None,

@@ -28,10 +28,15 @@ replace only the loops and the PDU read:
   balancer's health check) frees its thread at once, not after the 30 s ACSE timeout;
 * the ~170 supported contexts are not deep-copied for each association (~100 ms of CPU
   re-validating ~10,000 UIDs; negotiation only reads them), and pynetdicom's logging
-  handlers are not bound while its logger is quieter than INFO.
+  handlers are not bound while its logger is quieter than INFO;
+* a :class:`pacs.scp.dimse.PDataRun` (the responses of a C-FIND, several PDUs) is written by
+  the DUL with one socket call instead of one turn of its loop per PDU;
+* C-FIND requests are answered by :func:`pacs.scp.find.serve_find` instead of pynetdicom's
+  service class, the rest by pynetdicom's.
 
 These override private methods of pynetdicom (``DULServiceProvider.run_reactor``,
-``_read_pdu_data``, ``Association._run_reactor``, ``Association._abort_blocking``,
+``_read_pdu_data``, ``_process_recv_primitive``, ``Association._run_reactor``,
+``Association._abort_blocking``, ``Association._serve_request``,
 ``RequestHandler._create_association``).
 They are written against pynetdicom 3.0.4; ``tests/test_scp_reactor.py`` pins the source of
 every upstream function replaced or mirrored here, so an upgrade that changes one fails
