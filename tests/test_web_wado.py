@@ -209,3 +209,48 @@ def test_bad_frame_requests_get_a_status_and_a_reason(client, frames, accept, st
     response = client.get(path + f"/frames/{frames}", headers={"Accept": accept})
     assert response.status_code == status
     assert response.json["error"]
+
+
+# -- bulk data ----------------------------------------------------------------------------------
+
+
+def bulk_data_uris(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [uri for key, item in value.items()
+                for uri in ([item] if key == "BulkDataURI" else bulk_data_uris(item))]
+    if isinstance(value, list):
+        return [uri for item in value for uri in bulk_data_uris(item)]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "tag_path"),
+    [("examples_overlay.dcm", "60003000", [0x60003000]),
+     ("waveform_ecg.dcm", "54000100/2/54001010", [0x54000100, 1, 0x54001010])],
+    ids=["overlay", "inside-a-sequence"],
+)
+def test_every_bulk_data_uri_of_the_metadata_serves_the_stored_value(services, name, path,
+                                                                    tag_path):
+    data = (PYDICOM_FILES / name).read_bytes()
+    assert services.ingest(data, Origin("import", "test")).ok
+    client = create_app(services.settings, services).test_client()
+    stored = pydicom.dcmread(BytesIO(data))
+    base = (f"/dicom-web/studies/{stored.StudyInstanceUID}/series/{stored.SeriesInstanceUID}"
+            f"/instances/{stored.SOPInstanceUID}")
+    uris = bulk_data_uris(client.get(base + "/metadata").json)
+    assert f"http://localhost{base}/bulkdata/{path}" in uris
+    for uri in uris:
+        assert client.get(uri.removeprefix("http://localhost"),
+                          headers={"Accept": OCTETS_AS_STORED}).status_code == 200
+    # tag_path: a tag, or a sequence tag, a 0-based item index and a tag in that item.
+    value = (stored[tag_path[0]].value[tag_path[1]][tag_path[2]].value if len(tag_path) == 3
+             else stored[tag_path[0]].value)
+    ((_, body),) = parts(client.get(f"{base}/bulkdata/{path}"))
+    assert body == value
+
+
+def test_a_malformed_or_unknown_bulk_data_path_is_refused(client):
+    path, _ = ct_instance_path(client)
+    assert client.get(path + "/bulkdata/../../etc").status_code in (400, 404)
+    assert client.get(path + "/bulkdata/7FE0001").status_code == 400
+    assert client.get(path + "/bulkdata/00100010/1/00100020").status_code == 404

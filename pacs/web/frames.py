@@ -1,4 +1,4 @@
-"""WADO-RS frames (PS3.18 10.4.1.1.3): the pixel data of chosen frames of one instance.
+"""WADO-RS frames and bulk data (PS3.18 10.4.1.1.3-4): pixel data and other large values.
 
 ``GET .../instances/{uid}/frames/{list}`` (``1`` or ``1,3,5``) answers
 ``multipart/related; type="application/octet-stream"``, one part per frame, in the order
@@ -13,11 +13,17 @@ asked. The ``Accept`` media range's ``transfer-syntax`` chooses the encoding:
 * anything else: 406.
 
 A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
+
+``GET .../instances/{uid}/bulkdata/{path}`` serves the values that the metadata replaced by a
+``BulkDataURI`` (the path is the one :mod:`pacs.header` wrote: tags and 1-based item numbers,
+``00283010/1/00283006``). Pixel data is its frames, as above; any other value is one
+``application/octet-stream`` part of its bytes as stored.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from io import BytesIO
 
@@ -34,6 +40,9 @@ from pacs.web.errors import error_response
 
 log = logging.getLogger("pacs.web")
 blueprint = Blueprint("frames", __name__)
+PIXEL_DATA = 0x7FE00010
+#: Tags (8 hex digits) and 1-based item numbers, as pacs.header writes BulkDataURIs.
+_BULK_PATH = re.compile(r"[0-9A-Fa-f]{8}(/[1-9][0-9]{0,5}/[0-9A-Fa-f]{8})*")
 #: Most frames one request may name (a cine loop of a few hundred is the largest real use).
 MAX_FRAMES = 4096
 
@@ -41,24 +50,43 @@ MAX_FRAMES = 4096
 @blueprint.get("/studies/<study>/series/<series>/instances/<instance>/frames/<frame_list>")
 def retrieve_frames(study: str, series: str, instance: str, frame_list: str) -> Response:
     """RetrieveFrames."""
-    from pacs.web import services_of
+    numbers = _frame_numbers(frame_list)
+    if numbers is None:
+        return error_response(400, f"{frame_list!r} is not a list of frame numbers (1,2,3)")
+    return _pixel_data(study, series, instance, numbers)
 
+
+@blueprint.get("/studies/<study>/series/<series>/instances/<instance>/bulkdata/<path:path>")
+def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Response:
+    """RetrieveBulkdata, for the BulkDataURIs of the metadata."""
+    if path == f"{PIXEL_DATA:08X}":
+        return _pixel_data(study, series, instance, None)
+    segments = path.split("/")
+    if not _BULK_PATH.fullmatch(path):
+        return error_response(400, f"{path!r} is not a bulk data path (tags and item numbers)")
+    dataset = _instance_dataset(study, series, instance)
+    if isinstance(dataset, Response):
+        return dataset
+    value = _value_at(dataset, segments)
+    if not isinstance(value, bytes | bytearray):
+        return error_response(404, f"the instance has no bulk data at {path}")
+    return _multipart([bytes(value)], None)
+
+
+def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | None) -> Response:
+    """The frames ``numbers`` (all when None) in the syntax the Accept header asks for."""
     syntax = requested_syntax(request.headers.get("Accept", ""), "application/octet-stream")
     if syntax is None:
         return error_response(
             406, 'frames are sent as multipart/related; type="application/octet-stream" with '
                  f"transfer-syntax {AS_STORED} or {ExplicitVRLittleEndian}")
-    numbers = _frame_numbers(frame_list)
-    if numbers is None:
-        return error_response(400, f"{frame_list!r} is not a list of frame numbers (1,2,3)")
-    services = services_of(current_app)
-    found = resolve(services.db, uid_query(study, series, instance))
-    if not found:
-        return error_response(404, "no such instance in the archive")
-    dataset = pydicom.dcmread(BytesIO(read_instance(services.store, found[0])))
+    dataset = _instance_dataset(study, series, instance)
+    if isinstance(dataset, Response):
+        return dataset
     if "PixelData" not in dataset:
         return error_response(404, "the instance has no pixel data")
     count = int(dataset.get("NumberOfFrames") or 1)
+    numbers = numbers or list(range(1, count + 1))
     missing = [number for number in numbers if not 1 <= number <= count]
     if missing:
         return error_response(404, f"frame {missing[0]} is not in 1..{count}")
@@ -69,11 +97,41 @@ def retrieve_frames(study: str, series: str, instance: str, frame_list: str) -> 
     else:
         frames = [_uncompressed_frame(dataset, stored, number, count) for number in numbers]
         sent = ExplicitVRLittleEndian
+    return _multipart(frames, UID(sent))
+
+
+def _instance_dataset(study: str, series: str, instance: str) -> Dataset | Response:
+    """The stored instance, read whole (frames need its pixel data), or a 404."""
+    from pacs.web import services_of
+
+    services = services_of(current_app)
+    found = resolve(services.db, uid_query(study, series, instance))
+    if not found:
+        return error_response(404, "no such instance in the archive")
+    return pydicom.dcmread(BytesIO(read_instance(services.store, found[0])))
+
+
+def _value_at(dataset: Dataset, segments: list[str]) -> object:
+    """The value at a bulk data path, or None where the path leads nowhere."""
+    current: Dataset = dataset
+    for index in range(0, len(segments) - 1, 2):
+        element = current.get(int(segments[index], 16))
+        number = int(segments[index + 1])
+        if element is None or element.VR != "SQ" or not 1 <= number <= len(element.value):
+            return None
+        current = element.value[number - 1]
+    element = current.get(int(segments[-1], 16))
+    return None if element is None else element.value
+
+
+def _multipart(values: list[bytes], syntax: UID | None) -> Response:
     boundary = uuid.uuid4().hex
+    content_type = "application/octet-stream" + (
+        f"; transfer-syntax={syntax}" if syntax is not None else "")
     body = b"".join(
-        f"--{boundary}\r\nContent-Type: application/octet-stream; transfer-syntax={sent}"
-        f"\r\n\r\n".encode("ascii") + frame + b"\r\n"
-        for frame in frames
+        f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")
+        + value + b"\r\n"
+        for value in values
     ) + f"--{boundary}--\r\n".encode("ascii")
     response = Response(body, content_type=(
         f'multipart/related; type="application/octet-stream"; boundary={boundary}'))
