@@ -138,6 +138,10 @@ class Settings:
     http_workers: int = field(
         default=0, metadata=_help("Web service worker processes; 0 means one per CPU core.")
     )
+    stow_max_bytes: int = field(
+        default=4 << 30,
+        metadata=_help("Largest STOW-RS request body, in bytes (larger ones get 413)."),
+    )
     public_url: str = field(
         default="",
         metadata=_help(
@@ -283,6 +287,8 @@ class Settings:
             raise SettingsError(f"http_port: {self.http_port} is not a TCP port (1-65535)")
         if self.http_port and self.http_port in (self.dicom_port, self.tls_port):
             raise SettingsError("http_port: must differ from dicom_port and tls_port")
+        if self.stow_max_bytes < 1:
+            raise SettingsError("stow_max_bytes: must be at least 1")
         if not 0 <= self.http_workers <= 64:
             raise SettingsError("http_workers: must be between 0 (one per core) and 64")
         if self.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.public_url):

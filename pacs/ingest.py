@@ -113,6 +113,7 @@ class IngestResult:
     sop_instance_uid: str | None = None
     sop_class_uid: str | None = None
     study_uid: str | None = None
+    series_uid: str | None = None
     size: int = 0
     reason: str = ""
 
@@ -171,10 +172,10 @@ class Ingestor:
             sop_uid = validate_uid(header.uid(SOP_INSTANCE_UID), "SOPInstanceUID")
             sop_class = validate_uid(header.uid(SOP_CLASS_UID), "SOPClassUID")
             study_uid = validate_uid(header.uid(STUDY_INSTANCE_UID), "StudyInstanceUID")
-            validate_uid(header.uid(SERIES_INSTANCE_UID), "SeriesInstanceUID")
+            series_uid = validate_uid(header.uid(SERIES_INSTANCE_UID), "SeriesInstanceUID")
             _check_sop_class(sop_class)
             done = {"sop_instance_uid": sop_uid, "sop_class_uid": sop_class,
-                    "study_uid": study_uid, "size": len(data)}
+                    "study_uid": study_uid, "series_uid": series_uid, "size": len(data)}
             if self.index.has_instance(sop_uid):
                 return IngestResult(IngestStatus.ALREADY_STORED, **done)
             digest = hashlib.sha256(data).hexdigest()

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pydicom
+import pydicom.data
 import pytest
 
 from pacs.ingest import Origin
@@ -269,3 +270,16 @@ def test_sigterm_stops_the_web_service_with_the_receiver(tmp_path):
     assert process.wait(timeout=60) == 0
     with socket.socket() as probe:  # nothing listens any more: no gunicorn left behind
         assert probe.connect_ex(("127.0.0.1", http_port)) != 0
+
+
+def test_dicomweb_client_stores_an_instance_in_pacs_serve(serving):
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(serving)
+    dataset = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
+    answer = client.store_instances([dataset])
+    (stored,) = answer.ReferencedSOPSequence
+    assert stored.ReferencedSOPInstanceUID == dataset.SOPInstanceUID
+    (found,) = client.search_for_instances(search_filters={
+        "SOPInstanceUID": dataset.SOPInstanceUID})
+    assert found[STUDY_UID]["Value"] == [dataset.StudyInstanceUID]

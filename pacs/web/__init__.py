@@ -7,7 +7,9 @@
 * :mod:`pacs.web.qido`: QIDO-RS searches (PS3.18 10.6) on the shared query model;
 * :mod:`pacs.web.wado`: WADO-RS retrieval of instances and metadata (PS3.18 10.4) on the
   shared retrieve path;
-* :mod:`pacs.web.frames`: WADO-RS frames, as stored or uncompressed.
+* :mod:`pacs.web.frames`: WADO-RS frames and bulk data;
+* :mod:`pacs.web.stow`: STOW-RS, through the one ingest path;
+* :mod:`pacs.web.rendered`: rendered frames and thumbnails (:mod:`pacs.render`).
 
 Until user accounts exist the service has no authentication of its own, so it listens on
 loopback by default (the ``http_host`` setting); see docs/architecture.md.
@@ -39,10 +41,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     -------
     Flask
     """
-    from pacs.web import errors, frames, health, qido, wado
+    from pacs.web import errors, frames, health, qido, rendered, stow, wado
 
     app = Flask(__name__)
     app.config["PACS_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.stow_max_bytes  # 413 above it
     app.extensions["pacs"] = services if services is not None else open_services(settings)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8 names stay readable
     app.json.sort_keys = False  # type: ignore[attr-defined]  # tags are already in order
@@ -51,6 +54,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(qido.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(wado.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(frames.blueprint, url_prefix=DICOMWEB_ROOT)
+    app.register_blueprint(stow.blueprint, url_prefix=DICOMWEB_ROOT)
+    app.register_blueprint(rendered.blueprint, url_prefix=DICOMWEB_ROOT)
     return app
 
 

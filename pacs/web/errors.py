@@ -13,7 +13,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from pacs.errors import IndexUnavailable, StorageUnavailable
+from pacs.errors import IndexUnavailable, InvalidUID, StorageUnavailable
 from pacs.query import InvalidQuery
 
 log = logging.getLogger("pacs.web")
@@ -22,6 +22,7 @@ log = logging.getLogger("pacs.web")
 def register(app: Flask) -> None:
     """Install the error handlers on ``app``."""
     app.register_error_handler(InvalidQuery, _bad_request)
+    app.register_error_handler(InvalidUID, _bad_request)
     app.register_error_handler(IndexUnavailable, _unavailable)
     app.register_error_handler(StorageUnavailable, _unavailable)
     app.register_error_handler(HTTPException, _http_error)
@@ -35,7 +36,7 @@ def error_response(status: int, reason: str) -> Response:
     return response
 
 
-def _bad_request(exc: InvalidQuery) -> Response:
+def _bad_request(exc: Exception) -> Response:
     return error_response(400, str(exc))
 
 

@@ -34,6 +34,7 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from pacs.render import RenderError, frame_count
 from pacs.retrieve import read_instance, resolve, uid_query
 from pacs.web.accept import AS_STORED, requested_syntax
 from pacs.web.errors import error_response
@@ -85,7 +86,10 @@ def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | Non
         return dataset
     if "PixelData" not in dataset:
         return error_response(404, "the instance has no pixel data")
-    count = int(dataset.get("NumberOfFrames") or 1)
+    try:
+        count = frame_count(dataset)
+    except RenderError as exc:
+        return error_response(422, str(exc))
     numbers = numbers or list(range(1, count + 1))
     missing = [number for number in numbers if not 1 <= number <= count]
     if missing:

@@ -1,0 +1,196 @@
+"""Rendered images and thumbnails (PS3.18 8.3.5, 8.3.6, 10.4.1.1.5-6) for browsers.
+
+* ``.../instances/{uid}/rendered`` (its first frame) and ``.../frames/{n}/rendered``: the
+  frame through :func:`pacs.render.render_frame`, with the query parameters ``window``
+  (``center,width[,function]``), ``viewport`` (``width,height``) and ``quality`` (1-100,
+  JPEG);
+* ``/thumbnail`` at instance, series and study level: a 128-pixel rendering of the instance,
+  or of the middle instance of the series (of the study's first series), with the dataset's
+  own window. Thumbnails are kept in the object store as derived objects (under a key made
+  from the instance's SHA-256 and the parameters), so the second request is a read;
+* ``image/jpeg`` by default, ``image/png`` when the Accept header prefers it; anything else
+  406. A malformed parameter is 400, a frame that does not exist 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from io import BytesIO
+
+import pydicom
+from flask import Blueprint, Response, current_app, request
+from PIL import Image
+
+from pacs.render import FUNCTIONS, RenderError, Window, render_frame
+from pacs.retrieve import StoredInstance, read_instance, resolve, uid_query
+from pacs.services import Services
+from pacs.storage.keys import instance_key
+from pacs.web.errors import error_response
+
+blueprint = Blueprint("rendered", __name__)
+_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+THUMBNAIL_SIZE = (128, 128)
+MAX_VIEWPORT = 4096
+DEFAULT_QUALITY = 90
+
+
+class _BadParameter(ValueError):
+    pass
+
+
+_INSTANCE = "/studies/<study>/series/<series>/instances/<instance>"
+
+
+@blueprint.get(_INSTANCE + "/rendered")
+def rendered_instance(study: str, series: str, instance: str) -> Response:
+    """The instance's first frame, rendered."""
+    return _rendered(study, series, instance, 1)
+
+
+@blueprint.get(_INSTANCE + "/frames/<int:frame>/rendered")
+def rendered_frame(study: str, series: str, instance: str, frame: int) -> Response:
+    """One frame, rendered."""
+    return _rendered(study, series, instance, frame)
+
+
+@blueprint.get(_INSTANCE + "/thumbnail")
+def instance_thumbnail(study: str, series: str, instance: str) -> Response:
+    """The instance's thumbnail."""
+    return _thumbnail(study, series, instance)
+
+
+@blueprint.get("/studies/<study>/series/<series>/thumbnail")
+def series_thumbnail(study: str, series: str) -> Response:
+    """The thumbnail of the series' middle instance."""
+    return _thumbnail(study, series, None)
+
+
+@blueprint.get("/studies/<study>/thumbnail")
+def study_thumbnail(study: str) -> Response:
+    """The thumbnail of the middle instance of the study's first series."""
+    return _thumbnail(study, None, None)
+
+
+def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
+    from pacs.web import services_of
+
+    media_type = _media_type()
+    if media_type is None:
+        return error_response(406, "rendered images are image/jpeg or image/png")
+    try:
+        window = _window(request.args.get("window"))
+        viewport = _viewport(request.args.get("viewport"))
+        quality = _quality(request.args.get("quality"))
+    except _BadParameter as exc:
+        return error_response(400, str(exc))
+    services = services_of(current_app)
+    found = resolve(services.db, uid_query(study, series, instance))
+    if not found:
+        return error_response(404, "no such instance in the archive")
+    try:
+        image = render_frame(_dataset(services, found[0]), frame, window=window,
+                             viewport=viewport)
+    except RenderError as exc:
+        return error_response(404 if "not in" in str(exc) else 422, str(exc))
+    return _image(_encode(image, media_type, quality), media_type)
+
+
+def _thumbnail(study: str, series: str | None, instance: str | None) -> Response:
+    from pacs.web import services_of
+
+    media_type = _media_type()
+    if media_type is None:
+        return error_response(406, "thumbnails are image/jpeg or image/png")
+    try:
+        viewport = _viewport(request.args.get("viewport")) or THUMBNAIL_SIZE
+    except _BadParameter as exc:
+        return error_response(400, str(exc))
+    services = services_of(current_app)
+    found = resolve(services.db, uid_query(study, series, instance))
+    if not found:
+        return error_response(404, "no such study, series or instance in the archive")
+    chosen = _representative(found)
+    key = _derived_key(chosen, f"thumbnail:{viewport[0]}x{viewport[1]}:{media_type}")
+    if services.store.exists(key):
+        with services.store.open(key) as stream:
+            return _image(stream.read(), media_type)
+    try:
+        image = render_frame(_dataset(services, chosen), 1, viewport=viewport)
+    except RenderError as exc:
+        return error_response(422, str(exc))
+    data = _encode(image, media_type, DEFAULT_QUALITY)
+    services.store.put(key, data)
+    return _image(data, media_type)
+
+
+def _representative(found: list[StoredInstance]) -> StoredInstance:
+    """The middle instance of the first series (in the order archived)."""
+    first_series = [item for item in found if item.series_uid == found[0].series_uid]
+    return first_series[len(first_series) // 2]
+
+
+def _derived_key(instance: StoredInstance, what: str) -> str:
+    """A key of the archive's form for an object derived from ``instance``."""
+    return instance_key(hashlib.sha256(f"{instance.sha256}:{what}".encode()).hexdigest())
+
+
+def _dataset(services: Services, instance: StoredInstance) -> pydicom.Dataset:
+    return pydicom.dcmread(BytesIO(read_instance(services.store, instance)))
+
+
+def _media_type() -> str | None:
+    if not request.accept_mimetypes:
+        return "image/jpeg"
+    return request.accept_mimetypes.best_match(list(_FORMATS))
+
+
+def _window(text: str | None) -> Window | None:
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        center, width = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise _BadParameter(f"window must be center,width[,function], not {text!r}") from None
+    function = parts[2].upper() if len(parts) == 3 else "LINEAR"
+    if width <= 0 or function not in FUNCTIONS:
+        raise _BadParameter(f"window {text!r}: the width must be positive and the function "
+                            f"one of {', '.join(FUNCTIONS)}")
+    return Window(center, width, function)
+
+
+def _viewport(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise _BadParameter(f"viewport must be width,height, not {text!r}")
+    width, height = (int(part) for part in parts)
+    if not (1 <= width <= MAX_VIEWPORT and 1 <= height <= MAX_VIEWPORT):
+        raise _BadParameter(f"viewport sides must be 1..{MAX_VIEWPORT}, not {text!r}")
+    return width, height
+
+
+def _quality(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_QUALITY
+    if not text.strip().isdigit() or not 1 <= int(text) <= 100:
+        raise _BadParameter(f"quality must be 1..100, not {text!r}")
+    return int(text)
+
+
+def _encode(image: Image.Image, media_type: str, quality: int) -> bytes:
+    out = BytesIO()
+    if media_type == "image/jpeg":
+        image.save(out, "JPEG", quality=quality)
+    else:
+        image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _image(data: bytes, media_type: str) -> Response:
+    response = Response(data, content_type=media_type)
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return response
