@@ -97,6 +97,8 @@ def _store(study: str | None) -> Response:
     except MultipartError as exc:
         reason = f"{exc}; {len(stored)} instance(s) before it were stored"
         return error_response(400, reason)
+    if not stored and not failed:
+        return error_response(400, "the body holds no instance")
     answer: dict[str, Any] = {}
     if study is not None:
         answer["RetrieveURL"] = f"{base}/studies/{study}"
@@ -108,8 +110,6 @@ def _store(study: str | None) -> Response:
                                         "ReferencedSOPSequence") if keyword in answer]
     response = Response(json.dumps(to_dicom_json(answer, keywords), ensure_ascii=False),
                         content_type=DICOM_JSON)
-    if not stored and not failed:
-        return error_response(400, "the body holds no instance")
     if failed and not stored:
         response.status_code = 409
     elif failed:
