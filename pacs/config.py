@@ -142,6 +142,13 @@ class Settings:
         default=4 << 30,
         metadata=_help("Largest STOW-RS request body, in bytes (larger ones get 413)."),
     )
+    cors_origins: str = field(
+        default="",
+        metadata=_help(
+            "Origins (scheme://host[:port]) whose pages may call the web service from a "
+            "browser, comma-separated; * for any; empty for none."
+        ),
+    )
     public_url: str = field(
         default="",
         metadata=_help(
@@ -287,6 +294,10 @@ class Settings:
             raise SettingsError(f"http_port: {self.http_port} is not a TCP port (1-65535)")
         if self.http_port and self.http_port in (self.dicom_port, self.tls_port):
             raise SettingsError("http_port: must differ from dicom_port and tls_port")
+        for origin in self.cors_origin_list:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise SettingsError(
+                    f"cors_origins: {origin!r} is not an origin (https://host[:port]) or *")
         if self.stow_max_bytes < 1:
             raise SettingsError("stow_max_bytes: must be at least 1")
         if not 0 <= self.http_workers <= 64:
@@ -301,6 +312,12 @@ class Settings:
             raise SettingsError(str(exc)) from None
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"log_level: {self.log_level!r} is not a log level")
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The ``cors_origins`` setting as a tuple of origins."""
+        return tuple(part.strip().rstrip("/") for part in self.cors_origins.split(",")
+                     if part.strip())
 
     def describe(self) -> dict[str, str]:
         """Settings as printable strings, secrets masked (for logs and ``pacs serve``)."""

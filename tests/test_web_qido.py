@@ -7,6 +7,8 @@ viewer would.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import socket
@@ -283,3 +285,41 @@ def test_dicomweb_client_stores_an_instance_in_pacs_serve(serving):
     (found,) = client.search_for_instances(search_filters={
         "SOPInstanceUID": dataset.SOPInstanceUID})
     assert found[STUDY_UID]["Value"] == [dataset.StudyInstanceUID]
+
+
+def test_a_large_answer_is_gzipped_for_a_client_that_accepts_it(client):
+    plain = client.get("/dicom-web/instances")
+    zipped = client.get("/dicom-web/instances", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in plain.headers
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(zipped.data)) == plain.json
+    assert len(zipped.data) < len(plain.data) / 3
+
+
+def test_cors_is_off_unless_origins_are_configured(client):
+    response = client.get("/dicom-web/studies", headers={"Origin": "https://viewer.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_a_configured_origin_gets_cors_headers_and_its_preflight_answered(services):
+    _fill(services)
+    settings = services.settings.with_overrides(cors_origins="https://viewer.benhvien.vn")
+    client = create_app(settings, services).test_client()
+    origin = {"Origin": "https://viewer.benhvien.vn"}
+    response = client.get("/dicom-web/studies?limit=1", headers=origin)
+    assert response.headers["Access-Control-Allow-Origin"] == "https://viewer.benhvien.vn"
+    assert "Warning" in response.headers["Access-Control-Expose-Headers"]
+    preflight = client.options("/dicom-web/studies", headers={
+        **origin, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 204
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    other = client.get("/dicom-web/studies", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_a_malformed_cors_origin_is_refused_at_start():
+    from pacs.config import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="cors_origins"):
+        Settings.load(environ={"PACS_CORS_ORIGINS": "viewer.benhvien.vn/path"})

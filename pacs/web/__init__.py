@@ -9,7 +9,8 @@
   shared retrieve path;
 * :mod:`pacs.web.frames`: WADO-RS frames and bulk data;
 * :mod:`pacs.web.stow`: STOW-RS, through the one ingest path;
-* :mod:`pacs.web.rendered`: rendered frames and thumbnails (:mod:`pacs.render`).
+* :mod:`pacs.web.rendered`: rendered frames and thumbnails (:mod:`pacs.render`);
+* :mod:`pacs.web.wado_uri`: WADO-URI at ``/wado``.
 
 Until user accounts exist the service has no authentication of its own, so it listens on
 loopback by default (the ``http_host`` setting); see docs/architecture.md.
@@ -41,7 +42,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     -------
     Flask
     """
-    from pacs.web import errors, frames, health, qido, rendered, stow, wado
+    from pacs.web import cors, errors, frames, health, qido, rendered, stow, wado, wado_uri
 
     app = Flask(__name__)
     app.config["PACS_SETTINGS"] = settings
@@ -50,12 +51,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8 names stay readable
     app.json.sort_keys = False  # type: ignore[attr-defined]  # tags are already in order
     errors.register(app)
+    cors.register(app, settings.cors_origin_list)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(wado.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(frames.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(stow.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(rendered.blueprint, url_prefix=DICOMWEB_ROOT)
+    app.register_blueprint(wado_uri.blueprint)  # /wado, where other archives have it
     return app
 
 

@@ -34,8 +34,8 @@ MAX_VIEWPORT = 4096
 DEFAULT_QUALITY = 90
 
 
-class _BadParameter(ValueError):
-    pass
+class BadParameter(ValueError):
+    """A rendering parameter is malformed; the message says which and why."""
 
 
 _INSTANCE = "/studies/<study>/series/<series>/instances/<instance>"
@@ -79,20 +79,20 @@ def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
         return error_response(406, "rendered images are image/jpeg or image/png")
     try:
         window = _window(request.args.get("window"))
-        viewport = _viewport(request.args.get("viewport"))
-        quality = _quality(request.args.get("quality"))
-    except _BadParameter as exc:
+        viewport = parse_viewport(request.args.get("viewport"))
+        quality = parse_quality(request.args.get("quality"))
+    except BadParameter as exc:
         return error_response(400, str(exc))
     services = services_of(current_app)
     found = resolve(services.db, uid_query(study, series, instance))
     if not found:
         return error_response(404, "no such instance in the archive")
     try:
-        image = render_frame(_dataset(services, found[0]), frame, window=window,
+        image = render_frame(read_dataset(services, found[0]), frame, window=window,
                              viewport=viewport)
     except RenderError as exc:
         return error_response(404 if "not in" in str(exc) else 422, str(exc))
-    return _image(_encode(image, media_type, quality), media_type)
+    return image_response(encode_image(image, media_type, quality), media_type)
 
 
 def _thumbnail(study: str, series: str | None, instance: str | None) -> Response:
@@ -102,8 +102,8 @@ def _thumbnail(study: str, series: str | None, instance: str | None) -> Response
     if media_type is None:
         return error_response(406, "thumbnails are image/jpeg or image/png")
     try:
-        viewport = _viewport(request.args.get("viewport")) or THUMBNAIL_SIZE
-    except _BadParameter as exc:
+        viewport = parse_viewport(request.args.get("viewport")) or THUMBNAIL_SIZE
+    except BadParameter as exc:
         return error_response(400, str(exc))
     services = services_of(current_app)
     found = resolve(services.db, uid_query(study, series, instance))
@@ -113,14 +113,14 @@ def _thumbnail(study: str, series: str | None, instance: str | None) -> Response
     key = _derived_key(chosen, f"thumbnail:{viewport[0]}x{viewport[1]}:{media_type}")
     if services.store.exists(key):
         with services.store.open(key) as stream:
-            return _image(stream.read(), media_type)
+            return image_response(stream.read(), media_type)
     try:
-        image = render_frame(_dataset(services, chosen), 1, viewport=viewport)
+        image = render_frame(read_dataset(services, chosen), 1, viewport=viewport)
     except RenderError as exc:
         return error_response(422, str(exc))
-    data = _encode(image, media_type, DEFAULT_QUALITY)
+    data = encode_image(image, media_type, DEFAULT_QUALITY)
     services.store.put(key, data)
-    return _image(data, media_type)
+    return image_response(data, media_type)
 
 
 def _representative(found: list[StoredInstance]) -> StoredInstance:
@@ -134,7 +134,8 @@ def _derived_key(instance: StoredInstance, what: str) -> str:
     return instance_key(hashlib.sha256(f"{instance.sha256}:{what}".encode()).hexdigest())
 
 
-def _dataset(services: Services, instance: StoredInstance) -> pydicom.Dataset:
+def read_dataset(services: Services, instance: StoredInstance) -> pydicom.Dataset:
+    """The stored instance as a pydicom Dataset (pixel data included)."""
     return pydicom.dcmread(BytesIO(read_instance(services.store, instance)))
 
 
@@ -153,35 +154,38 @@ def _window(text: str | None) -> Window | None:
             raise ValueError
         center, width = float(parts[0]), float(parts[1])
     except ValueError:
-        raise _BadParameter(f"window must be center,width[,function], not {text!r}") from None
+        raise BadParameter(f"window must be center,width[,function], not {text!r}") from None
     function = parts[2].upper() if len(parts) == 3 else "LINEAR"
     if width <= 0 or function not in FUNCTIONS:
-        raise _BadParameter(f"window {text!r}: the width must be positive and the function "
+        raise BadParameter(f"window {text!r}: the width must be positive and the function "
                             f"one of {', '.join(FUNCTIONS)}")
     return Window(center, width, function)
 
 
-def _viewport(text: str | None) -> tuple[int, int] | None:
+def parse_viewport(text: str | None) -> tuple[int, int] | None:
+    """``width,height`` (1..4096 each), or None when not given; BadParameter otherwise."""
     if text is None:
         return None
     parts = text.split(",")
     if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-        raise _BadParameter(f"viewport must be width,height, not {text!r}")
+        raise BadParameter(f"viewport must be width,height, not {text!r}")
     width, height = (int(part) for part in parts)
     if not (1 <= width <= MAX_VIEWPORT and 1 <= height <= MAX_VIEWPORT):
-        raise _BadParameter(f"viewport sides must be 1..{MAX_VIEWPORT}, not {text!r}")
+        raise BadParameter(f"viewport sides must be 1..{MAX_VIEWPORT}, not {text!r}")
     return width, height
 
 
-def _quality(text: str | None) -> int:
+def parse_quality(text: str | None) -> int:
+    """A JPEG quality 1..100 (90 when not given); BadParameter otherwise."""
     if text is None:
         return DEFAULT_QUALITY
     if not text.strip().isdigit() or not 1 <= int(text) <= 100:
-        raise _BadParameter(f"quality must be 1..100, not {text!r}")
+        raise BadParameter(f"quality must be 1..100, not {text!r}")
     return int(text)
 
 
-def _encode(image: Image.Image, media_type: str, quality: int) -> bytes:
+def encode_image(image: Image.Image, media_type: str, quality: int) -> bytes:
+    """``image`` as ``image/jpeg`` (at ``quality``) or ``image/png`` bytes."""
     out = BytesIO()
     if media_type == "image/jpeg":
         image.save(out, "JPEG", quality=quality)
@@ -190,7 +194,8 @@ def _encode(image: Image.Image, media_type: str, quality: int) -> bytes:
     return out.getvalue()
 
 
-def _image(data: bytes, media_type: str) -> Response:
+def image_response(data: bytes, media_type: str) -> Response:
+    """An image response, cacheable by the browser for a day."""
     response = Response(data, content_type=media_type)
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response

@@ -135,7 +135,7 @@ def _parts(store: ObjectStore, found: list[StoredInstance], syntax: str,
                 yield first
                 yield from chunks
             else:
-                data = _explicit_little_endian(read_instance(store, instance))
+                data = explicit_little_endian(read_instance(store, instance))
                 yield _part_header(boundary, ExplicitVRLittleEndian)
                 yield data
         except (ObjectNotFound, TranscodeError) as exc:
@@ -151,7 +151,8 @@ def _part_header(boundary: str, syntax: str) -> bytes:
             "\r\n\r\n").encode("ascii")
 
 
-def _explicit_little_endian(data: bytes) -> bytes:
+def explicit_little_endian(data: bytes) -> bytes:
+    """A stored Part-10 file re-encoded in Explicit VR Little Endian, decompressed."""
     dataset = transcode_to_explicit_little_endian(data)
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     out = BytesIO()
