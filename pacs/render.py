@@ -67,8 +67,9 @@ def render_frame(dataset: Dataset, frame: int = 1, *, window: Window | None = No
     elif pixels.ndim == 3 and pixels.shape[-1] == 3:
         image = Image.fromarray(_to_8_bits(pixels), "RGB")
     elif pixels.ndim == 2:
-        values = pixels.astype(np.float64) * float(dataset.get("RescaleSlope", 1) or 1) \
-            + float(dataset.get("RescaleIntercept", 0) or 0)
+        # float32 is exact for stored values of up to 24 bits and halves the arithmetic.
+        values = pixels.astype(np.float32) * np.float32(dataset.get("RescaleSlope", 1) or 1) \
+            + np.float32(dataset.get("RescaleIntercept", 0) or 0)
         shown = _voi(values, window or dataset_window(dataset) or _range_window(values))
         if photometric == "MONOCHROME1":
             shown = 255 - shown

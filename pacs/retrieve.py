@@ -38,6 +38,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy import Select
 
+from pacs.errors import InvalidUID
+from pacs.ingest import validate_uid
 from pacs.query import (
     Filter,
     InvalidMatchValue,
@@ -51,7 +53,7 @@ from pacs.query import (
 )
 from pacs.query.keys import Key, find_key
 from pacs.query.matching import parse_value
-from pacs.storage.index import StoredInstance
+from pacs.storage.index import Index, StoredInstance
 from pacs.storage.objects import CHUNK_SIZE, ObjectStore
 from pacs.storage.schema import instances
 from pacs.storage.sql import Database
@@ -149,6 +151,31 @@ def uid_query(
             raise InvalidMatchValue(f"{keyword} must be one UID, not {uid!r}", keyword)
         filters.append(item)
     return _image_query(tuple(filters), Model.STUDY_ROOT)
+
+
+def resolve_instance(index: Index, study_uid: str, series_uid: str,
+                     sop_instance_uid: str) -> StoredInstance | None:
+    """The one instance a WADO path names, or None if it is not in that study and series.
+
+    The same answer as :func:`resolve` of :func:`uid_query` for one instance, through the
+    index's prebuilt lookup by SOP Instance UID (its unique index): a rendered frame or a
+    thumbnail does not pay for building a query.
+
+    Raises
+    ------
+    InvalidMatchValue
+        If a UID is malformed.
+    """
+    for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid),
+                         ("SOPInstanceUID", sop_instance_uid)):
+        try:
+            validate_uid(uid, keyword)
+        except InvalidUID as exc:
+            raise InvalidMatchValue(str(exc), keyword) from None
+    found = index.find_instance(sop_instance_uid)
+    if found is None or found.study_uid != study_uid or found.series_uid != series_uid:
+        return None
+    return found
 
 
 def resolve(db: Database, query: Query) -> list[StoredInstance]:

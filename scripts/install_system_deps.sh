@@ -3,7 +3,7 @@
 # against, when they are missing. Safe to run again: present packages are only reported.
 #
 #   bash scripts/install_system_deps.sh            # make, dcmtk, postgresql
-#   bash scripts/install_system_deps.sh --bench    # ... and orthanc
+#   bash scripts/install_system_deps.sh --bench    # ... and orthanc, orthanc-dicomweb
 #
 # Installing postgresql or orthanc on Debian normally starts their services; the tests start
 # their own throwaway instances instead, so service start-up is blocked while installing
@@ -30,10 +30,11 @@ has_make() { [ -x /usr/bin/make ] || command -v make >/dev/null 2>&1; }
 has_dcmtk() { [ -x /usr/bin/storescu ]; }
 has_postgresql() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
 has_orthanc() { [ -x /usr/sbin/Orthanc ]; }
+has_orthanc-dicomweb() { [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; }
 
 packages=(make dcmtk postgresql)
 if [ "$bench" = 1 ]; then
-    packages+=(orthanc)
+    packages+=(orthanc orthanc-dicomweb)
 fi
 
 missing=()

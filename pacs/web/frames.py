@@ -35,7 +35,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from pacs.render import RenderError, frame_count
-from pacs.retrieve import read_instance, resolve, uid_query
+from pacs.retrieve import read_instance, resolve_instance
 from pacs.web.accept import AS_STORED, requested_syntax
 from pacs.web.errors import error_response
 
@@ -109,10 +109,10 @@ def _instance_dataset(study: str, series: str, instance: str) -> Dataset | Respo
     from pacs.web import services_of
 
     services = services_of(current_app)
-    found = resolve(services.db, uid_query(study, series, instance))
-    if not found:
+    found = resolve_instance(services.index, study, series, instance)
+    if found is None:
         return error_response(404, "no such instance in the archive")
-    return pydicom.dcmread(BytesIO(read_instance(services.store, found[0])))
+    return pydicom.dcmread(BytesIO(read_instance(services.store, found)))
 
 
 def _value_at(dataset: Dataset, segments: list[str]) -> object:

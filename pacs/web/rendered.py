@@ -22,7 +22,7 @@ from flask import Blueprint, Response, current_app, request
 from PIL import Image
 
 from pacs.render import FUNCTIONS, RenderError, Window, render_frame
-from pacs.retrieve import StoredInstance, read_instance, resolve, uid_query
+from pacs.retrieve import StoredInstance, read_instance, resolve, resolve_instance, uid_query
 from pacs.services import Services
 from pacs.storage.keys import instance_key
 from pacs.web.errors import error_response
@@ -84,11 +84,11 @@ def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
     except BadParameter as exc:
         return error_response(400, str(exc))
     services = services_of(current_app)
-    found = resolve(services.db, uid_query(study, series, instance))
-    if not found:
+    found = resolve_instance(services.index, study, series, instance)
+    if found is None:
         return error_response(404, "no such instance in the archive")
     try:
-        image = render_frame(read_dataset(services, found[0]), frame, window=window,
+        image = render_frame(read_dataset(services, found), frame, window=window,
                              viewport=viewport)
     except RenderError as exc:
         return error_response(404 if "not in" in str(exc) else 422, str(exc))

@@ -8,7 +8,8 @@
   by :mod:`pacs.render`, with ``windowCenter`` and ``windowWidth`` (both or neither),
   ``rows`` and ``columns`` (the largest size kept within), ``imageQuality`` (1-100).
 
-The instance is found through the one retrieve path (:func:`pacs.retrieve.uid_query`); an
+The instance is found through the one retrieve path
+(:func:`pacs.retrieve.resolve_instance`); an
 unknown one is 404, a missing or malformed parameter 400 with the reason.
 """
 
@@ -18,7 +19,7 @@ from flask import Blueprint, Response, current_app, request
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pacs.render import RenderError, Window, render_frame
-from pacs.retrieve import TranscodeError, read_instance, resolve, uid_query
+from pacs.retrieve import TranscodeError, read_instance, resolve_instance
 from pacs.web.errors import error_response
 from pacs.web.rendered import (
     BadParameter,
@@ -49,13 +50,13 @@ def wado() -> Response:
     if content_type not in _CONTENT_TYPES:
         return error_response(406, f"contentType must be one of {', '.join(_CONTENT_TYPES)}")
     services = services_of(current_app)
-    found = resolve(services.db, uid_query(*uids))  # type: ignore[arg-type]
-    if not found:
+    found = resolve_instance(services.index, *uids)  # type: ignore[arg-type]
+    if found is None:
         return error_response(404, "no such instance in the archive")
     if content_type == "application/dicom":
         syntax = args.get("transferSyntax")
-        data = read_instance(services.store, found[0])
-        if syntax and syntax != found[0].transfer_syntax_uid:
+        data = read_instance(services.store, found)
+        if syntax and syntax != found.transfer_syntax_uid:
             if syntax != ExplicitVRLittleEndian:
                 return error_response(406, f"transferSyntax must be the stored one or "
                                            f"{ExplicitVRLittleEndian}")
@@ -74,7 +75,7 @@ def wado() -> Response:
     except (BadParameter, ValueError) as exc:
         return error_response(400, str(exc))
     try:
-        image = render_frame(read_dataset(services, found[0]), frame, window=window,
+        image = render_frame(read_dataset(services, found), frame, window=window,
                              viewport=size)
     except RenderError as exc:
         return error_response(404 if "not in" in str(exc) else 422, str(exc))
