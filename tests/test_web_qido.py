@@ -243,6 +243,13 @@ def test_dicomweb_client_retrieves_a_series_and_its_metadata_from_pacs_serve(ser
     assert {dataset.SOPInstanceUID: dataset.PixelData for dataset in retrieved} == sent
     metadata = client.retrieve_series_metadata(CT_STUDY, series_uid)
     assert {item["00080018"]["Value"][0] for item in metadata} == set(sent)
+    sop = metadata[0]["00080018"]["Value"][0]
+    (frame,) = client.retrieve_instance_frames(CT_STUDY, series_uid, sop, frame_numbers=[1],
+                                               media_types=(("application/octet-stream", "*"),))
+    assert frame == sent[sop]
+    (bulk,) = client.retrieve_bulkdata(metadata[0]["7FE00010"]["BulkDataURI"],
+                                       media_types=(("application/octet-stream", "*"),))
+    assert bulk == sent[sop]
 
 
 def test_serve_refuses_to_start_when_the_web_port_is_taken(tmp_path):
@@ -323,3 +330,15 @@ def test_a_malformed_cors_origin_is_refused_at_start():
 
     with pytest.raises(SettingsError, match="cors_origins"):
         Settings.load(environ={"PACS_CORS_ORIGINS": "viewer.benhvien.vn/path"})
+
+
+def test_urls_keep_the_port_when_a_client_sends_a_host_without_it(client):
+    # dicomweb-client sends "Host: 127.0.0.1" whatever the port it connected to.
+    response = client.get(f"/dicom-web/studies?StudyInstanceUID={CT_STUDY}",
+                          base_url="http://127.0.0.1:18080", headers={"Host": "127.0.0.1"})
+    (study,) = response.json
+    assert study[RETRIEVE_URL]["Value"][0].startswith("http://127.0.0.1:18080/dicom-web/")
+    proxied = client.get(f"/dicom-web/studies?StudyInstanceUID={CT_STUDY}",
+                         base_url="http://127.0.0.1:8080",
+                         headers={"Host": "pacs.benhvien.vn", "X-Forwarded-Host": "pacs"})
+    assert proxied.json[0][RETRIEVE_URL]["Value"][0].startswith("http://pacs.benhvien.vn/")

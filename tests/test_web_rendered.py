@@ -113,7 +113,7 @@ def test_a_frame_that_does_not_exist_is_404(client):
     assert response.status_code == 404
 
 
-def test_every_pydicom_test_image_renders_at_its_size(tmp_path):
+def test_every_pydicom_test_image_is_retrieved_unchanged_and_renders_at_its_size(tmp_path):
     settings = Settings.load(environ={}, data_dir=tmp_path / "var")
     services = open_services(settings)
     client = create_app(settings, services).test_client()
@@ -127,11 +127,14 @@ def test_every_pydicom_test_image_renders_at_its_size(tmp_path):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 dataset = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+            url = (f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+                   f"/instances/{result.sop_instance_uid}")
+            retrieved = client.get(url, headers={
+                "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+            assert data in retrieved.data, path.name  # the stored bytes, unchanged
             if "Rows" not in dataset:
                 continue
-            response = client.get(f"/dicom-web/studies/{result.study_uid}/series/"
-                                  f"{result.series_uid}/instances/{result.sop_instance_uid}"
-                                  "/rendered")
+            response = client.get(url + "/rendered")
             if path.name in UNRENDERABLE:
                 assert response.status_code == 422, path.name
                 continue

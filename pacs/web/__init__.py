@@ -18,7 +18,7 @@ loopback by default (the ``http_host`` setting); see docs/architecture.md.
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, current_app, request
 
 from pacs.config import Settings
 from pacs.services import Services, open_services
@@ -60,6 +60,26 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(rendered.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(wado_uri.blueprint)  # /wado, where other archives have it
     return app
+
+
+def service_url() -> str:
+    """The DICOMweb root as the client sees it, for the URLs written into responses.
+
+    The ``public_url`` setting when set (behind a reverse proxy it must be); otherwise the
+    request's scheme and Host. Some clients (dicomweb-client among them) send a Host without
+    its port; when the Host names none, no proxy forwarded the request and the port the
+    request came to is not the scheme's default, that port is added.
+    """
+    settings: Settings = current_app.config["PACS_SETTINGS"]
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + DICOMWEB_ROOT
+    host = request.host
+    port = str(request.environ.get("SERVER_PORT", ""))
+    default = "443" if request.scheme == "https" else "80"
+    if (":" not in host.rsplit("]", 1)[-1] and port.isdigit() and port != default
+            and "X-Forwarded-Host" not in request.headers):
+        host = f"{host}:{port}"
+    return f"{request.scheme}://{host}{DICOMWEB_ROOT}"
 
 
 def services_of(app: Flask) -> Services:

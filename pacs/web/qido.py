@@ -76,7 +76,7 @@ def search_for_series_instances(study: str, series: str) -> Response:
 
 
 def _search(level: Level, path_uids: dict[str, str]) -> Response:
-    from pacs.web import DICOMWEB_ROOT, services_of
+    from pacs.web import service_url, services_of
 
     if request.accept_mimetypes and not request.accept_mimetypes.best_match(_ACCEPTED):
         return error_response(406, f"search results are only available as {DICOM_JSON}")
@@ -84,7 +84,7 @@ def _search(level: Level, path_uids: dict[str, str]) -> Response:
     query = Query.from_qido(level, request.args.to_dict(flat=False), path_uids)
     result = run_query(services_of(current_app).db, query,
                        max_results=settings.find_max_results)
-    base = (settings.public_url or request.host_url).rstrip("/") + DICOMWEB_ROOT
+    base = service_url()
     keywords = [*result.return_keys, "RetrieveURL"]
     matches = [
         to_dicom_json({**row, "RetrieveURL": _retrieve_url(base, level, row)}, keywords)

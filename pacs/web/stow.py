@@ -27,7 +27,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from pacs.config import Settings
 from pacs.header import read_header
 from pacs.ingest import STUDY_INSTANCE_UID, IngestResult, Origin, validate_uid
 from pacs.scp.statuses import STORE_STATUS
@@ -57,7 +56,7 @@ def store_study_instances(study: str) -> Response:
 
 
 def _store(study: str | None) -> Response:
-    from pacs.web import DICOMWEB_ROOT, services_of
+    from pacs.web import service_url, services_of
 
     mimetype = request.mimetype
     options = request.mimetype_params
@@ -68,9 +67,8 @@ def _store(study: str | None) -> Response:
     boundary = options.get("boundary")
     if not boundary:
         return error_response(400, "the multipart Content-Type has no boundary")
-    settings: Settings = current_app.config["PACS_SETTINGS"]
     services = services_of(current_app)
-    base = (settings.public_url or request.host_url).rstrip("/") + DICOMWEB_ROOT
+    base = service_url()
     origin = Origin("stow", "", request.remote_addr or "")
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []

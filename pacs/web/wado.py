@@ -38,7 +38,6 @@ from io import BytesIO
 from flask import Blueprint, Response, current_app, request, stream_with_context
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pacs.config import Settings
 from pacs.errors import ObjectNotFound
 from pacs.retrieve import (
     InstanceMetadata,
@@ -196,16 +195,15 @@ _CACHE = _MetadataCache(METADATA_CACHE_BYTES)
 
 
 def _metadata(study: str, series: str | None = None, instance: str | None = None) -> Response:
-    from pacs.web import DICOMWEB_ROOT, services_of
+    from pacs.web import service_url, services_of
 
     if request.accept_mimetypes and not request.accept_mimetypes.best_match(
             (DICOM_JSON, "application/json")):
         return error_response(406, f"metadata is only available as {DICOM_JSON}")
-    settings: Settings = current_app.config["PACS_SETTINGS"]
     found = resolve_metadata(services_of(current_app).db, uid_query(study, series, instance))
     if not found:
         return error_response(404, "no such study, series or instance in the archive")
-    base = (settings.public_url or request.host_url).rstrip("/") + DICOMWEB_ROOT
+    base = service_url()
     digest = hashlib.sha256(base.encode())
     for item in found:
         digest.update(item.sha256.encode("ascii"))
