@@ -254,3 +254,16 @@ def test_a_malformed_or_unknown_bulk_data_path_is_refused(client):
     assert client.get(path + "/bulkdata/../../etc").status_code in (400, 404)
     assert client.get(path + "/bulkdata/7FE0001").status_code == 400
     assert client.get(path + "/bulkdata/00100010/1/00100020").status_code == 404
+
+
+def test_a_big_endian_frame_comes_as_little_endian_pixels(services):
+    path = PYDICOM_FILES / "MR_small_bigendian.dcm"
+    result = services.ingest(path.read_bytes(), Origin("import", "test"))
+    client = create_app(services.settings, services).test_client()
+    response = client.get(f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+                          f"/instances/{result.sop_instance_uid}/frames/1",
+                          headers={"Accept": OCTETS_AS_STORED})
+    ((content_type, body),) = parts(response)
+    assert content_type.endswith(f"transfer-syntax={ExplicitVRLittleEndian}")
+    original = pydicom.dcmread(path).pixel_array
+    assert np.array_equal(np.frombuffer(body, dtype="<i2").reshape(original.shape), original)

@@ -95,7 +95,7 @@ def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | Non
     if missing:
         return error_response(404, f"frame {missing[0]} is not in 1..{count}")
     stored = UID(dataset.file_meta.TransferSyntaxUID)
-    if syntax == AS_STORED:
+    if syntax == AS_STORED and (stored.is_compressed or stored.is_little_endian):
         frames = _stored_frames(dataset, stored, numbers, count)
         sent = stored if stored.is_compressed else ExplicitVRLittleEndian
     else:
