@@ -89,6 +89,7 @@ def test_an_instance_of_another_study_than_the_path_is_refused_and_not_stored(cl
     assert response.json[RETRIEVE_URL]["Value"] == [f"http://localhost/dicom-web/studies/{STUDY}"]
     (failure,) = response.json[FAILED]["Value"]
     assert failure[FAILURE_REASON]["Value"] == [0xA901]
+    assert failure[SOP_INSTANCE]["Value"] == [f"{OTHER_STUDY}.1.1"]
     assert client.get(f"/dicom-web/studies?StudyInstanceUID={OTHER_STUDY}").status_code == 204
 
 

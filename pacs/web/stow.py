@@ -28,7 +28,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from pacs.header import read_header
-from pacs.ingest import STUDY_INSTANCE_UID, IngestResult, Origin, validate_uid
+from pacs.ingest import (
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    IngestResult,
+    Origin,
+    validate_uid,
+)
 from pacs.scp.statuses import STORE_STATUS
 from pacs.web.dicomjson import to_dicom_json
 from pacs.web.errors import error_response
@@ -80,9 +87,9 @@ def _store(study: str | None) -> Response:
                 continue
             other = _other_study(body, study)
             if other is not None:
-                log.warning("STOW-RS: instance of study %s refused on /studies/%s", other,
-                            study)
-                failed.append(_failure(None, None, OTHER_STUDY))
+                log.warning("STOW-RS: %s of study %s refused on /studies/%s", other[2],
+                            other[0], study)
+                failed.append(_failure(other[1], other[2], OTHER_STUDY))
                 continue
             result = services.ingest(body, origin)
             if result.ok:
@@ -118,16 +125,20 @@ def _store(study: str | None) -> Response:
     return response
 
 
-def _other_study(data: bytes, study: str | None) -> str | None:
-    """The instance's study UID if it is not ``study``; None when it is, or when the
-    instance cannot be read here (the ingest path then says why)."""
+def _other_study(data: bytes, study: str | None) -> tuple[str, str, str] | None:
+    """(study, SOP class, SOP instance UIDs) of an instance of another study than
+    ``study``; None when it is of ``study``, or cannot be read here (the ingest path then
+    says why)."""
     if study is None:
         return None
     try:
-        found = read_header(data).uid(STUDY_INSTANCE_UID)
+        header = read_header(data)
+        found = header.uid(STUDY_INSTANCE_UID)
     except Exception:
         return None
-    return found if found and found != study else None
+    if not found or found == study:
+        return None
+    return found, header.uid(SOP_CLASS_UID), header.uid(SOP_INSTANCE_UID)
 
 
 def _reference(result: IngestResult, base: str) -> dict[str, Any]:
