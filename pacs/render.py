@@ -63,17 +63,17 @@ def render_frame(dataset: Dataset, frame: int = 1, *, window: Window | None = No
         raise RenderError(f"cannot decode the pixel data: {exc}") from exc
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric == "PALETTE COLOR":
-        image = Image.fromarray(_to_8_bits(apply_color_lut(pixels, dataset)), "RGB")
+        image = Image.fromarray(_to_8_bits(apply_color_lut(pixels, dataset)))
     elif pixels.ndim == 3 and pixels.shape[-1] == 3:
-        image = Image.fromarray(_to_8_bits(pixels), "RGB")
+        image = Image.fromarray(_to_8_bits(pixels))
     elif pixels.ndim == 2:
         # float32 is exact for stored values of up to 24 bits and halves the arithmetic.
-        values = pixels.astype(np.float32) * np.float32(dataset.get("RescaleSlope", 1) or 1) \
-            + np.float32(dataset.get("RescaleIntercept", 0) or 0)
+        values = pixels.astype(np.float32) * np.float32(_number(dataset, "RescaleSlope", 1)) \
+            + np.float32(_number(dataset, "RescaleIntercept", 0))
         shown = _voi(values, window or dataset_window(dataset) or _range_window(values))
         if photometric == "MONOCHROME1":
             shown = 255 - shown
-        image = Image.fromarray(shown, "L")
+        image = Image.fromarray(shown)  # uint8, two dimensions: mode L
     else:
         raise RenderError(f"cannot show {photometric} pixel data of shape {pixels.shape}")
     if viewport is not None:
@@ -109,6 +109,14 @@ def dataset_window(dataset: Dataset) -> Window | None:
                       function if function in FUNCTIONS else "LINEAR")
     except (TypeError, ValueError):
         return None
+
+
+def _number(dataset: Dataset, keyword: str, default: float) -> float:
+    """A numeric attribute, or ``default`` when absent or not a number (a malformed DS)."""
+    try:
+        return float(_first(dataset.get(keyword)) or default)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
 
 
 def _first(value: object) -> object:
