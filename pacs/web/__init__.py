@@ -10,7 +10,10 @@
 * :mod:`pacs.web.frames`: WADO-RS frames and bulk data;
 * :mod:`pacs.web.stow`: STOW-RS, through the one ingest path;
 * :mod:`pacs.web.rendered`: rendered frames and thumbnails (:mod:`pacs.render`);
-* :mod:`pacs.web.wado_uri`: WADO-URI at ``/wado``.
+* :mod:`pacs.web.wado_uri`: WADO-URI at ``/wado``;
+
+and, for every route, :mod:`pacs.web.errors` (JSON errors with a reason) and
+:mod:`pacs.web.cors` (CORS for the configured origins).
 
 Until user accounts exist the service has no authentication of its own, so it listens on
 loopback by default (the ``http_host`` setting); see docs/architecture.md.
