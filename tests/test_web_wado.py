@@ -267,3 +267,24 @@ def test_a_big_endian_frame_comes_as_little_endian_pixels(services):
     assert content_type.endswith(f"transfer-syntax={ExplicitVRLittleEndian}")
     original = pydicom.dcmread(path).pixel_array
     assert np.array_equal(np.frombuffer(body, dtype="<i2").reshape(original.shape), original)
+
+
+def test_single_part_bulk_data_honours_byte_ranges(services):
+    data = (PYDICOM_FILES / "examples_overlay.dcm").read_bytes()
+    assert services.ingest(data, Origin("import", "test")).ok
+    client = create_app(services.settings, services).test_client()
+    stored = pydicom.dcmread(BytesIO(data))
+    url = (f"/dicom-web/studies/{stored.StudyInstanceUID}/series/{stored.SeriesInstanceUID}"
+           f"/instances/{stored.SOPInstanceUID}/bulkdata/60003000")
+    overlay = stored[0x60003000].value
+    whole = client.get(url, headers={"Accept": "application/octet-stream"})
+    assert whole.content_type == "application/octet-stream"
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    assert whole.data == overlay
+    part = client.get(url, headers={"Accept": "application/octet-stream", "Range": "bytes=10-99"})
+    assert part.status_code == 206
+    assert part.headers["Content-Range"] == f"bytes 10-99/{len(overlay)}"
+    assert part.data == overlay[10:100]
+    beyond = client.get(url, headers={"Accept": "application/octet-stream",
+                                      "Range": f"bytes={len(overlay) + 10}-"})
+    assert beyond.status_code == 416

@@ -17,7 +17,8 @@ A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
 ``GET .../instances/{uid}/bulkdata/{path}`` serves the values that the metadata replaced by a
 ``BulkDataURI`` (the path is the one :mod:`pacs.header` wrote: tags and 1-based item numbers,
 ``00283010/1/00283006``). Pixel data is its frames, as above; any other value is one
-``application/octet-stream`` part of its bytes as stored.
+``application/octet-stream`` part of its bytes as stored, or, when the Accept header asks for
+``application/octet-stream`` itself, the bare bytes with HTTP byte ranges (``Range``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,23 @@ def retrieve_bulkdata(study: str, series: str, instance: str, path: str) -> Resp
     value = _value_at(dataset, segments)
     if not isinstance(value, bytes | bytearray):
         return error_response(404, f"the instance has no bulk data at {path}")
+    if _single_part(request.headers.get("Accept", "")):
+        return _ranged(bytes(value))
     return _multipart([bytes(value)], None)
+
+
+def _single_part(accept: str) -> bool:
+    """True when the first media range asks for the bare bytes (PS3.18 8.7.3.3)."""
+    first = accept.split(",")[0].split(";")[0].strip().lower()
+    return first == "application/octet-stream"
+
+
+def _ranged(value: bytes) -> Response:
+    """The value as one ``application/octet-stream`` body, honouring a ``Range`` header (206
+    with Content-Range; 416 outside the value), so a client can fetch part of a large one."""
+    response = Response(value, content_type="application/octet-stream")
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response.make_conditional(request, accept_ranges=True, complete_length=len(value))
 
 
 def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | None) -> Response:
