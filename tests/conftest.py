@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 
 from pacs.config import Settings
+from pacs.scp.server import DicomReceiver
 from pacs.services import Services, open_services
-from peers import Dcmtk, PostgresCluster, S3Server, postgres_bindir, require_peer
+from peers import Dcmtk, PostgresCluster, S3Server, free_port, postgres_bindir, require_peer
 
 BACKENDS = ("fs-sqlite", "s3-postgres")
 
@@ -61,6 +62,25 @@ def services(backend) -> Services:
     opened = open_services(backend)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def start(services):
+    """Starts DICOM receivers on loopback with settings overrides; stops them after the test."""
+    started: list[DicomReceiver] = []
+
+    def _start(**overrides) -> DicomReceiver:
+        settings = services.settings.with_overrides(
+            dicom_host="127.0.0.1", dicom_port=free_port(), **overrides
+        )
+        server = DicomReceiver(settings, services)
+        server.start()
+        started.append(server)
+        return server
+
+    yield _start
+    for server in started:
+        server.stop(grace=5)
 
 
 @pytest.fixture(scope="session")

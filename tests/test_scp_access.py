@@ -5,30 +5,8 @@ from __future__ import annotations
 import logging
 import subprocess
 
-import pytest
-
 from factories import make_instance
 from pacs.scp.access import AccessControlledACSE
-from pacs.scp.server import DicomReceiver
-from peers import free_port
-
-
-@pytest.fixture
-def start(services):
-    started: list[DicomReceiver] = []
-
-    def _start(**overrides) -> DicomReceiver:
-        settings = services.settings.with_overrides(
-            dicom_host="127.0.0.1", dicom_port=free_port(), **overrides
-        )
-        server = DicomReceiver(settings, services)
-        server.start()
-        started.append(server)
-        return server
-
-    yield _start
-    for server in started:
-        server.stop(grace=5)
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess[str]:

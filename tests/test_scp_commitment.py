@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
@@ -14,28 +13,9 @@ from pynetdicom.sop_class import StorageCommitmentPushModel
 from factories import make_instance
 from pacs.ingest import Origin
 from pacs.scp.commitment import WELL_KNOWN_INSTANCE
-from pacs.scp.server import DicomReceiver
 from peers import free_port
 
 REPORT_WAIT = 20.0
-
-
-@pytest.fixture
-def start(services):
-    started: list[DicomReceiver] = []
-
-    def _start(**overrides) -> DicomReceiver:
-        settings = services.settings.with_overrides(
-            dicom_host="127.0.0.1", dicom_port=free_port(), **overrides
-        )
-        server = DicomReceiver(settings, services)
-        server.start()
-        started.append(server)
-        return server
-
-    yield _start
-    for server in started:
-        server.stop(grace=5)
 
 
 def stored_uid(services) -> str:

@@ -36,6 +36,7 @@ from pacs.config import Settings
 from pacs.dicom_peers import AccessPolicy, Operation
 from pacs.errors import PacsError
 from pacs.scp.access import refusal
+from pacs.scp.statuses import status_with_comment
 from pacs.services import Services
 
 log = logging.getLogger("pacs.scp")
@@ -87,15 +88,16 @@ class CommitmentReporter:
         if refused is not None:
             return refused, None
         if event.action_type != REQUEST_STORAGE_COMMITMENT:
-            return _status(NO_SUCH_ACTION_TYPE, "only action type 1 is supported"), None
+            return status_with_comment(NO_SUCH_ACTION_TYPE, "only action type 1 is supported"), None
         try:
             request = event.action_information
             transaction_uid = str(request.get("TransactionUID", "") or "")
             references = list(request.get("ReferencedSOPSequence", None) or [])
         except Exception as exc:  # a hostile dataset: answer, never crash the association
-            return _status(PROCESSING_FAILURE, f"unreadable request: {exc}"), None
+            return status_with_comment(PROCESSING_FAILURE, f"unreadable request: {exc}"), None
         if not transaction_uid:
-            return _status(MISSING_ATTRIBUTE, "TransactionUID (0008,1195) is missing"), None
+            return status_with_comment(MISSING_ATTRIBUTE,
+                                       "TransactionUID (0008,1195) is missing"), None
         report, event_type = evaluate(services, transaction_uid, references)
         calling = event.assoc.requestor.ae_title.strip()
         # Watch this association's outgoing messages from now on (binding the watchers on
@@ -246,9 +248,3 @@ def _failure_reason(services: Services, sop_class: str, sop_instance: str) -> in
         return PROCESSING_FAILURE
     return None
 
-
-def _status(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds

@@ -61,6 +61,7 @@ from pacs.query import (
 from pacs.scp.access import refusal
 from pacs.scp.dimse import C_FIND_RSP, FindResponseMessage, PDataBatch, encode_response_command
 from pacs.scp.identifiers import IdentifierEncoder
+from pacs.scp.statuses import status_with_comment
 from pacs.services import Services
 
 log = logging.getLogger("pacs.scp")
@@ -114,19 +115,19 @@ def handle_find(
         result = run_query(services.db, query, max_results=max_results)
     except (InvalidLevel, InvalidKey, MissingUniqueKey) as exc:
         log.warning("C-FIND from %s refused: %s", who, exc)
-        yield _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+        yield status_with_comment(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
         return
     except InvalidQuery as exc:
         log.warning("C-FIND from %s refused: %s", who, exc)
-        yield _failure(UNABLE_TO_PROCESS, str(exc)), None
+        yield status_with_comment(UNABLE_TO_PROCESS, str(exc)), None
         return
     except IndexUnavailable as exc:
         log.error("C-FIND from %s failed: %s", who, exc)
-        yield _failure(INDEX_UNAVAILABLE, "the index is unavailable"), None
+        yield status_with_comment(INDEX_UNAVAILABLE, "the index is unavailable"), None
         return
     except Exception as exc:  # a decoding error in a hostile identifier must not kill the SCP
         log.exception("C-FIND from %s failed", who)
-        yield _failure(UNABLE_TO_PROCESS, f"cannot process the identifier: {exc}"), None
+        yield status_with_comment(UNABLE_TO_PROCESS, f"cannot process the identifier: {exc}"), None
         return
     level = query.level.name
     fixed = {"QueryRetrieveLevel": level,
@@ -147,7 +148,7 @@ def handle_find(
         sent += 1
     log.info("C-FIND %s from %s: %d matches", level, who, sent)
     if result.capped:
-        yield _failure(
+        yield status_with_comment(
             OUT_OF_RESOURCES,
             f"more than {max_results} matches: the first {max_results} were sent; "
             "narrow the query",
@@ -257,10 +258,3 @@ def find_response(message_id: int, sop_class: str, status: int, identifier: byte
         response.Identifier = BytesIO(identifier)
     return response
 
-
-def _failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    # Error Comment is LO: 64 characters at most (PS3.7 C.4.1.1.4).
-    ds.ErrorComment = comment[:64]
-    return ds

@@ -54,6 +54,7 @@ from pacs.errors import IndexUnavailable
 from pacs.query import InvalidKey, InvalidLevel, InvalidQuery, MissingUniqueKey, Model
 from pacs.retrieve import resolve, retrieve_query
 from pacs.scp.access import refusal
+from pacs.scp.statuses import status_with_comment
 from pacs.scp.suboperations import SubOperations, proposed_contexts
 from pacs.services import Services
 from pacs.storage.index import StoredInstance
@@ -191,7 +192,8 @@ def _plan(event: events.Event, services: Services, service: str, who: str) -> _P
         return _refused(service, who, UNABLE_TO_PROCESS, str(exc), exc.keyword)
     except IndexUnavailable as exc:
         log.error("%s from %s failed: %s", service, who, exc)
-        return _Plan([], refusal=_status(OUT_OF_RESOURCES_MATCHES, "the index is unavailable"))
+        return _Plan([], refusal=status_with_comment(OUT_OF_RESOURCES_MATCHES,
+                                                     "the index is unavailable"))
     except Exception as exc:  # an undecodable identifier must not take the SCP down
         log.exception("%s from %s: cannot process the identifier", service, who)
         return _refused(service, who, UNABLE_TO_PROCESS, f"cannot process the identifier: {exc}")
@@ -228,20 +230,11 @@ def _run(event: events.Event, plan: _Plan, sub_operations: SubOperations,
 def _refused(service: str, who: str, code: int, reason: str,
              keyword: str | None = None) -> _Plan:
     log.warning("%s from %s refused: %s", service, who, reason)
-    status = _status(code, reason)
+    status = status_with_comment(code, reason)
     if keyword and code == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS:
         tag = Tag(keyword)
         status.OffendingElement = [tag]
     return _Plan([], refusal=status)
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    # Error Comment is LO: at most 64 characters, no backslash (PS3.7 C.4.2.1.5).
-    text = "".join(ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in comment)
-    status.ErrorComment = text if len(text) <= 64 else text[:61] + "..."
-    return status
 
 
 def _requester(event: events.Event) -> str:

@@ -1,4 +1,5 @@
-"""How ingest outcomes become C-STORE statuses (PS3.4 Annex B.2.3), in one table."""
+"""How ingest outcomes become C-STORE statuses (PS3.4 Annex B.2.3), in one table, and how
+every DIMSE service writes a status with an Error Comment."""
 
 from __future__ import annotations
 
@@ -32,9 +33,18 @@ def store_status(result: IngestResult) -> int | Dataset:
     code = STORE_STATUS[result.status]
     if code == SUCCESS or not result.reason:
         return code
+    return status_with_comment(code, result.reason)
+
+
+def status_with_comment(code: int, comment: str) -> Dataset:
+    """A DIMSE status dataset: Status and an Error Comment every peer can show.
+
+    Error Comment is LO (PS3.7 C.4.1.1.4): at most 64 characters, no backslash; the text is
+    kept to printable ASCII, and a longer one ends in "...".
+    """
     status = Dataset()
     status.Status = code
-    status.ErrorComment = _error_comment(result.reason)
+    status.ErrorComment = _error_comment(comment)
     return status
 
 

@@ -21,6 +21,8 @@ from pydicom.datadict import dictionary_VM, tag_for_keyword
 
 from pacs.query.keys import vr_of
 
+#: The media type of DICOM JSON (PS3.18 Annex F).
+DICOM_JSON = "application/dicom+json"
 _PERSON_NAME_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 _INTEGER_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _DECIMAL_VRS = frozenset({"DS", "FL", "FD"})

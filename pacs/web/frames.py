@@ -23,7 +23,6 @@ A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from io import BytesIO
@@ -40,7 +39,6 @@ from pacs.retrieve import read_instance, resolve_instance
 from pacs.web.accept import AS_STORED, requested_syntax
 from pacs.web.errors import error_response
 
-log = logging.getLogger("pacs.web")
 blueprint = Blueprint("frames", __name__)
 PIXEL_DATA = 0x7FE00010
 #: Tags (8 hex digits) and 1-based item numbers, as pacs.header writes BulkDataURIs.

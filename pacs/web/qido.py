@@ -27,11 +27,10 @@ from flask import Blueprint, Response, current_app, request
 
 from pacs.config import Settings
 from pacs.query import Level, Query, run_query
-from pacs.web.dicomjson import to_dicom_json
+from pacs.web.dicomjson import DICOM_JSON, to_dicom_json
 from pacs.web.errors import error_response
 
 blueprint = Blueprint("qido", __name__)
-DICOM_JSON = "application/dicom+json"
 _ACCEPTED = (DICOM_JSON, "application/json")
 MORE_RESULTS = "There are additional results that can be requested"
 #: Answers larger than this are gzip-compressed for clients that accept it (a study list of

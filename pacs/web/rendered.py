@@ -87,8 +87,16 @@ def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
     found = resolve_instance(services.index, study, series, instance)
     if found is None:
         return error_response(404, "no such instance in the archive")
+    return render_response(services, found, frame, window, viewport, media_type, quality)
+
+
+def render_response(services: Services, instance: StoredInstance, frame: int,
+                    window: Window | None, viewport: tuple[int, int] | None, media_type: str,
+                    quality: int) -> Response:
+    """A frame rendered and encoded; 404 for a frame the instance lacks, 422 when it cannot
+    be shown."""
     try:
-        image = render_frame(read_dataset(services, found), frame, window=window,
+        image = render_frame(read_dataset(services, instance), frame, window=window,
                              viewport=viewport)
     except RenderError as exc:
         return error_response(404 if "not in" in str(exc) else 422, str(exc))

@@ -37,13 +37,12 @@ from pacs.ingest import (
     validate_uid,
 )
 from pacs.scp.statuses import STORE_STATUS
-from pacs.web.dicomjson import to_dicom_json
+from pacs.web.dicomjson import DICOM_JSON, to_dicom_json
 from pacs.web.errors import error_response
 from pacs.web.multipart import MultipartError, iter_parts
 
 log = logging.getLogger("pacs.web")
 blueprint = Blueprint("stow", __name__)
-DICOM_JSON = "application/dicom+json"
 #: FailureReason for an instance of another study than the request's path names.
 OTHER_STUDY = 0xA901
 _NOT_UNDERSTOOD = 0xC000

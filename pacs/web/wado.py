@@ -52,11 +52,11 @@ from pacs.retrieve import (
 )
 from pacs.storage.objects import ObjectStore
 from pacs.web.accept import AS_STORED, requested_syntax
+from pacs.web.dicomjson import DICOM_JSON
 from pacs.web.errors import error_response
 
 log = logging.getLogger("pacs.web")
 blueprint = Blueprint("wado", __name__)
-DICOM_JSON = "application/dicom+json"
 #: Compressed metadata bodies kept per worker process (most recent first out last).
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
 

@@ -18,16 +18,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pacs.render import RenderError, Window, render_frame
+from pacs.render import Window
 from pacs.retrieve import TranscodeError, read_instance, resolve_instance
 from pacs.web.errors import error_response
-from pacs.web.rendered import (
-    BadParameter,
-    encode_image,
-    image_response,
-    parse_quality,
-    read_dataset,
-)
+from pacs.web.rendered import BadParameter, parse_quality, render_response
 from pacs.web.wado import explicit_little_endian
 
 blueprint = Blueprint("wado_uri", __name__)
@@ -74,12 +68,7 @@ def wado() -> Response:
         frame = int(args.get("frameNumber") or 1)
     except (BadParameter, ValueError) as exc:
         return error_response(400, str(exc))
-    try:
-        image = render_frame(read_dataset(services, found), frame, window=window,
-                             viewport=size)
-    except RenderError as exc:
-        return error_response(404 if "not in" in str(exc) else 422, str(exc))
-    return image_response(encode_image(image, content_type, quality), content_type)
+    return render_response(services, found, frame, window, size, content_type, quality)
 
 
 def _window(center: str | None, width: str | None) -> Window | None:
