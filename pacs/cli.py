@@ -180,17 +180,19 @@ def _can_listen(host: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def _web_service(settings: Settings) -> Iterator[None]:
-    """The web service (gunicorn, forked before any thread starts) while the block runs."""
+    """The web service (gunicorn in a process of its own, restarted if it dies) while the
+    block runs."""
     if not settings.http_port:
         yield
         return
-    from pacs.web.server import start_web, stop_web
+    from pacs.web.server import WebService
 
-    process = start_web(settings)
+    service = WebService(settings)
+    service.start()
     try:
         yield
     finally:
-        stop_web(process)
+        service.stop()
 
 
 def _serve_one(settings: Settings, *, listener: socket.socket | None = None,

@@ -14,11 +14,17 @@ The steps, in the order of the standard's pipeline:
 6. scaled to fit ``viewport`` (width, height) keeping the aspect ratio, never enlarged.
 
 The result is a Pillow image; the web layer encodes it as JPEG or PNG.
+
+Grayscale frames stored natively in 8 or 16 bits (the usual CT and MR) skip the per-pixel
+arithmetic: steps 2-4 are computed once for every possible stored word, as a lookup table of
+at most 65,536 entries, and the frame goes through it in one gather. That is several times
+cheaper than rescaling and windowing a 512×512 frame in floating point.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -57,11 +63,25 @@ def render_frame(dataset: Dataset, frame: int = 1, *, window: Window | None = No
         raise RenderError("the instance has no pixel data")
     if not 1 <= frame <= count:
         raise RenderError(f"frame {frame} is not in 1..{count}")
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    words = _native_grayscale_words(dataset, frame, photometric)
+    if words is not None:
+        image = Image.fromarray(_lookup_table(dataset, words, window, photometric)
+                                .take(words))
+    else:
+        image = _decoded(dataset, frame, photometric, window)
+    if viewport is not None:
+        image.thumbnail(viewport, Image.Resampling.LANCZOS)
+    return image
+
+
+def _decoded(dataset: Dataset, frame: int, photometric: str,
+             window: Window | None) -> Image.Image:
+    """The frame through pydicom's decoders: compressed, colour, big endian, 32-bit..."""
     try:
         pixels = pixel_array(dataset, index=frame - 1)
     except Exception as exc:
         raise RenderError(f"cannot decode the pixel data: {exc}") from exc
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric == "PALETTE COLOR":
         image = Image.fromarray(_to_8_bits(apply_color_lut(pixels, dataset)))
     elif pixels.ndim == 3 and pixels.shape[-1] == 3:
@@ -76,9 +96,68 @@ def render_frame(dataset: Dataset, frame: int = 1, *, window: Window | None = No
         image = Image.fromarray(shown)  # uint8, two dimensions: mode L
     else:
         raise RenderError(f"cannot show {photometric} pixel data of shape {pixels.shape}")
-    if viewport is not None:
-        image.thumbnail(viewport, Image.Resampling.LANCZOS)
     return image
+
+
+def _native_grayscale_words(dataset: Dataset, frame: int,
+                            photometric: str) -> np.ndarray | None:
+    """The frame's stored words (uint8 or uint16, rows × columns) read straight from native
+    little-endian pixel data, or None when the frame needs pydicom's decoders."""
+    meta = getattr(dataset, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if (photometric not in ("MONOCHROME1", "MONOCHROME2") or syntax is None
+            or syntax.is_compressed or not syntax.is_little_endian
+            or dataset.get("SamplesPerPixel", 1) != 1
+            or dataset.get("BitsAllocated") not in (8, 16)):
+        return None
+    rows, columns = dataset.get("Rows"), dataset.get("Columns")
+    stored = dataset.get("BitsStored") or dataset.BitsAllocated
+    if not rows or not columns or not 1 <= stored <= dataset.BitsAllocated:
+        return None
+    dtype = np.uint8 if dataset.BitsAllocated == 8 else np.dtype("<u2")
+    pixel_data = dataset.PixelData
+    size = rows * columns * np.dtype(dtype).itemsize
+    if len(pixel_data) < frame * size:
+        return None  # short pixel data: pydicom's decoder says what is wrong
+    return np.frombuffer(pixel_data, dtype=dtype, count=rows * columns,
+                         offset=(frame - 1) * size).reshape(rows, columns)
+
+
+def _lookup_table(dataset: Dataset, words: np.ndarray, window: Window | None,
+                  photometric: str) -> np.ndarray:
+    """The display byte of every possible stored word (see :func:`_display_table`)."""
+    layout = (dataset.BitsAllocated, dataset.get("BitsStored") or dataset.BitsAllocated,
+              dataset.get("PixelRepresentation", 0) == 1,
+              _number(dataset, "RescaleSlope", 1), _number(dataset, "RescaleIntercept", 0))
+    window = window or dataset_window(dataset) or _range_window(
+        _modality_values(*layout).take(words))
+    return _display_table(*layout, window, photometric == "MONOCHROME1")
+
+
+# The slices of a series share their layout, rescale and window: their tables are reused.
+@lru_cache(maxsize=64)
+def _modality_values(allocated: int, stored: int, signed: bool, slope: float,
+                     intercept: float) -> np.ndarray:
+    """The modality value of every possible stored word: unused high bits masked, the sign
+    extended (PixelRepresentation 1), then ``word * slope + intercept``."""
+    raw = np.arange(1 << allocated, dtype=np.int64) & ((1 << stored) - 1)
+    if signed:
+        raw = np.where(raw >= 1 << (stored - 1), raw - (1 << stored), raw)
+    values = raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    values.flags.writeable = False
+    return values
+
+
+@lru_cache(maxsize=64)
+def _display_table(allocated: int, stored: int, signed: bool, slope: float, intercept: float,
+                   window: Window, invert: bool) -> np.ndarray:
+    """The display byte of every possible stored word: the modality values through the VOI
+    window, inverted for MONOCHROME1."""
+    table = _voi(_modality_values(allocated, stored, signed, slope, intercept), window)
+    if invert:
+        table = 255 - table
+    table.flags.writeable = False
+    return table
 
 
 def frame_count(dataset: Dataset) -> int:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -207,6 +208,10 @@ class Serving:
 
     def wait_until_ready(self, timeout: float = 60) -> str:
         """The "ready" line, printed once every receiver process serves."""
+        return self.wait_for(" ready on port ", timeout)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """The next line of output that holds ``text``."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -214,11 +219,12 @@ class Serving:
             except queue.Empty:
                 line = ""
             self.lines.append(line)
-            if " ready on port " in line:
+            if text in line:
                 return line
             if not line:
                 self.stop()
-                raise AssertionError("pacs serve did not get ready:\n" + "".join(self.lines))
+                raise AssertionError(f"pacs serve never printed {text!r}:\n"
+                                     + "".join(self.lines))
 
     def stop(self) -> str:
         """SIGTERM, wait for the exit; everything the process printed."""
@@ -283,3 +289,18 @@ def test_serve_keeps_serving_when_a_worker_is_killed(data_dir):
         output = serving.stop()
     assert serving.process.returncode == 0, output
     assert "stopped unexpectedly" in output
+
+
+def test_serve_starts_the_web_service_again_when_it_dies(data_dir):
+    http_port = free_port()
+    serving = Serving(data_dir, free_port(), "--workers", "1", "--http-port", str(http_port))
+    try:
+        first = serving.wait_for("web service ready")
+        os.kill(int(re.search(r"pid (\d+)", first).group(1)), signal.SIGKILL)
+        serving.wait_for("web service ready", timeout=90)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=30) as answer:
+            assert answer.status == 200
+    finally:
+        output = serving.stop()
+    assert serving.process.returncode == 0, output
+    assert "the web service stopped unexpectedly" in output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -89,6 +91,49 @@ def test_a_thumbnail_is_rendered_once_then_served_from_the_store(client, service
     second = client.get(f"/dicom-web/studies/{CT_STUDY}/thumbnail")
     assert second.data == first.data
     assert sum(1 for _ in services.store.list()) == after
+
+
+MULTIPART_JPEG = 'multipart/related; type="image/jpeg"'
+
+
+def test_a_series_rendered_in_parts_is_each_of_its_instances_as_a_jpeg(client):
+    series_url = instance_url(client).rsplit("/instances/", 1)[0]
+    instances = client.get(series_url + "/instances").json
+    response = client.get(series_url + "/rendered", headers={"Accept": MULTIPART_JPEG})
+    assert response.status_code == 200
+    assert response.content_type.startswith(MULTIPART_JPEG)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + response.headers["Content-Type"].encode() + b"\r\n\r\n"
+        + response.data)
+    parts = list(message.iter_parts())
+    assert len(parts) == len(instances) > 1
+    locations = {part["Content-Location"].rsplit("/instances/", 1)[1] for part in parts}
+    assert locations == {f"{item['00080018']['Value'][0]}/rendered" for item in instances}
+    for part in parts:
+        assert part.get_content_type() == "image/jpeg"
+        assert Image.open(BytesIO(part.get_payload(decode=True))).size == (256, 256)
+
+
+def test_a_study_rendered_for_a_browser_is_its_representative_image(client):
+    study_url = f"/dicom-web/studies/{CT_STUDY}"
+    png = {"Accept": "image/png"}
+    rendered = client.get(study_url + "/rendered?viewport=128,128", headers=png)
+    assert rendered.content_type == "image/png"
+    assert rendered.data == client.get(study_url + "/thumbnail", headers=png).data
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "status"),
+    [(f"/studies/{CT_STUDY}/rendered?window=a,b", MULTIPART_JPEG, 400),
+     (f"/studies/{CT_STUDY}/rendered", 'multipart/related; type="application/dicom"', 406),
+     ("/studies/1.2.3.404/rendered", MULTIPART_JPEG, 404),
+     ("/studies/1.2..3/series/1.2/rendered", None, 400)],
+    ids=["bad-window", "not-an-image-type", "unknown-study", "malformed-uid"],
+)
+def test_a_refused_study_or_series_rendering_gets_a_reason(client, path, accept, status):
+    response = client.get("/dicom-web" + path, headers={"Accept": accept} if accept else {})
+    assert response.status_code == status
+    assert response.json["error"]
 
 
 @pytest.mark.parametrize(

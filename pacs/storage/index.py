@@ -122,6 +122,22 @@ class Index:
         self._select_instance_pk = select(instances.c.pk).where(
             instances.c.sop_instance_uid == bindparam("uid")
         )
+        # Every WADO path and rendered frame looks an instance up by its UID.
+        self._select_stored_instance = (
+            select(
+                instances.c.sop_instance_uid,
+                instances.c.sop_class_uid,
+                studies.c.study_uid,
+                series.c.series_uid,
+                instances.c.transfer_syntax_uid,
+                instances.c.object_key,
+                instances.c.size,
+                instances.c.sha256,
+            )
+            .join(series, instances.c.series_pk == series.c.pk)
+            .join(studies, series.c.study_pk == studies.c.pk)
+            .where(instances.c.sop_instance_uid == bindparam("uid"))
+        )
         self._select_by_key = {
             table.name: select(table).where(table.c[column] == bindparam("key"))
             for table, column in ((patients, "patient_key"), (studies, "study_uid"),
@@ -374,23 +390,8 @@ class Index:
 
     def find_instance(self, sop_instance_uid: str) -> StoredInstance | None:
         """The stored instance with this SOP Instance UID, or None."""
-        query = (
-            select(
-                instances.c.sop_instance_uid,
-                instances.c.sop_class_uid,
-                studies.c.study_uid,
-                series.c.series_uid,
-                instances.c.transfer_syntax_uid,
-                instances.c.object_key,
-                instances.c.size,
-                instances.c.sha256,
-            )
-            .join(series, instances.c.series_pk == series.c.pk)
-            .join(studies, series.c.study_pk == studies.c.pk)
-            .where(instances.c.sop_instance_uid == sop_instance_uid)
-        )
         with self.db.reading() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(self._select_stored_instance, {"uid": sop_instance_uid}).first()
         return StoredInstance(**row._mapping) if row else None
 
     def list_studies(self, limit: int = 100) -> list[StudySummary]:

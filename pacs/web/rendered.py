@@ -4,6 +4,12 @@
   frame through :func:`pacs.render.render_frame`, with the query parameters ``window``
   (``center,width[,function]``), ``viewport`` (``width,height``) and ``quality`` (1-100,
   JPEG);
+* ``/studies/{uid}/rendered`` and ``.../series/{uid}/rendered``: every instance of the study
+  or series rendered (its first frame), one part each of a streamed
+  ``multipart/related; type="image/jpeg"`` (or ``image/png``) when the Accept header asks
+  for that; instances without pixel data (reports, presentation states) are left out. A
+  client that accepts a single image (a browser's ``<img>``) gets the representative image:
+  the one the thumbnail shows, in full;
 * ``/thumbnail`` at instance, series and study level: a 128-pixel rendering of the instance,
   or of the middle instance of the series (of the study's first series), with the dataset's
   own window. Thumbnails are kept in the object store as derived objects (under a key made
@@ -15,10 +21,12 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
+from collections.abc import Iterator
 from io import BytesIO
 
 import pydicom
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, stream_with_context
 from PIL import Image
 
 from pacs.render import FUNCTIONS, RenderError, Window, render_frame
@@ -51,6 +59,18 @@ def rendered_instance(study: str, series: str, instance: str) -> Response:
 def rendered_frame(study: str, series: str, instance: str, frame: int) -> Response:
     """One frame, rendered."""
     return _rendered(study, series, instance, frame)
+
+
+@blueprint.get("/studies/<study>/rendered")
+def rendered_study(study: str) -> Response:
+    """Every instance of the study rendered, or its representative image."""
+    return _rendered_many(study, None)
+
+
+@blueprint.get("/studies/<study>/series/<series>/rendered")
+def rendered_series(study: str, series: str) -> Response:
+    """Every instance of the series rendered, or its representative image."""
+    return _rendered_many(study, series)
 
 
 @blueprint.get(_INSTANCE + "/thumbnail")
@@ -88,6 +108,69 @@ def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
     if found is None:
         return error_response(404, "no such instance in the archive")
     return render_response(services, found, frame, window, viewport, media_type, quality)
+
+
+def _rendered_many(study: str, series: str | None) -> Response:
+    from pacs.web import service_url, services_of
+
+    part_type = _multipart_image_type(request.headers.get("Accept", ""))
+    media_type = part_type or _media_type()
+    if media_type is None:
+        return error_response(406, "rendered images are image/jpeg or image/png, alone or as "
+                                   "the parts of multipart/related")
+    try:
+        window = _window(request.args.get("window"))
+        viewport = parse_viewport(request.args.get("viewport"))
+        quality = parse_quality(request.args.get("quality"))
+    except BadParameter as exc:
+        return error_response(400, str(exc))
+    services = services_of(current_app)
+    found = resolve(services.db, uid_query(study, series, None))
+    if not found:
+        return error_response(404, "no such study or series in the archive")
+    if part_type is None:
+        return render_response(services, _representative(found), 1, window, viewport,
+                               media_type, quality)
+    boundary = uuid.uuid4().hex
+    parts = _rendered_parts(services, found, window, viewport, media_type, quality, boundary,
+                            service_url())
+    response = Response(stream_with_context(parts), content_type=(
+        f'multipart/related; type="{media_type}"; boundary={boundary}'))
+    response.headers["Cache-Control"] = "private, no-cache"  # a series may grow
+    return response
+
+
+def _rendered_parts(services: Services, found: list[StoredInstance], window: Window | None,
+                    viewport: tuple[int, int] | None, media_type: str, quality: int,
+                    boundary: str, base: str) -> Iterator[bytes]:
+    """The multipart body, one rendered instance at a time (memory flat however many)."""
+    for instance in found:
+        try:
+            image = render_frame(read_dataset(services, instance), 1, window=window,
+                                 viewport=viewport)
+        except RenderError:
+            continue  # no pixel data to show: not an image of this study
+        location = (f"{base}/studies/{instance.study_uid}/series/{instance.series_uid}"
+                    f"/instances/{instance.sop_instance_uid}/rendered")
+        yield (f"--{boundary}\r\nContent-Type: {media_type}\r\n"
+               f"Content-Location: {location}\r\n\r\n").encode("ascii")
+        yield encode_image(image, media_type, quality)
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def _multipart_image_type(accept: str) -> str | None:
+    """``image/jpeg`` or ``image/png`` when the first multipart media range of ``accept``
+    asks for rendered parts of that type (``multipart/related; type="image/jpeg"``)."""
+    for media_range in accept.split(","):
+        kind, *parameters = (part.strip() for part in media_range.split(";"))
+        if kind.lower() != "multipart/related":
+            continue
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "type" and value.strip().strip('"').lower() in _FORMATS:
+                return value.strip().strip('"').lower()
+    return None
 
 
 def render_response(services: Services, instance: StoredInstance, frame: int,
