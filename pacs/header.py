@@ -74,17 +74,29 @@ class Header:
     """The dataset as DICOM JSON (PS3.18 F.2), keyed by 8-digit upper-case hex tags."""
     skipped: list[str] = field(default_factory=list)
     """Tags (``GGGGEEEE``) of elements left out because their value could not be decoded."""
+    pixel_data_offset: int | None = None
+    """Where the top-level Pixel Data value starts in the file (after its element header,
+    at its first item when encapsulated); None without pixel data, or when deflated (the
+    offset would be in the inflated dataset, not in the stored file)."""
+    pixel_data_length: int | None = None
+    """The Pixel Data value's length in bytes; None when encapsulated (undefined length)."""
 
     def first(self, tag: int) -> Any:
         """The first value of a top-level attribute, or None when absent or empty."""
-        element = self.dataset.get(f"{tag:08X}")
-        values = element.get("Value") if element else None
-        return values[0] if values else None
+        return first_value(self.dataset, tag)
 
     def uid(self, tag: int) -> str:
         """A UID attribute as text; empty when absent."""
         value = self.first(tag)
         return value if isinstance(value, str) else ""
+
+
+def first_value(dataset: dict[str, Any], tag: int) -> Any:
+    """The first value of a top-level attribute of a DICOM JSON dataset, or None when absent
+    or empty."""
+    element = dataset.get(f"{tag:08X}")
+    values = element.get("Value") if element else None
+    return values[0] if values else None
 
 
 def read_header(data: bytes | memoryview) -> Header:
@@ -126,7 +138,10 @@ def read_header(data: bytes | memoryview) -> Header:
         )
     reader = _Reader(view, little=transfer_syntax != ExplicitVRBigEndian, implicit=implicit)
     dataset, _ = reader.dataset(start, len(view), "")
-    return Header(transfer_syntax, dataset, reader.skipped)
+    header = Header(transfer_syntax, dataset, reader.skipped)
+    if reader.pixel_data is not None and transfer_syntax != DeflatedExplicitVRLittleEndian:
+        header.pixel_data_offset, header.pixel_data_length = reader.pixel_data
+    return header
 
 
 def _first_text(element: dict[str, Any] | None) -> str:
@@ -173,6 +188,7 @@ class _Reader:
         self._u32 = struct.Struct(self.order + "I").unpack_from
         self.pixel_representation = 0
         self.skipped: list[str] = []
+        self.pixel_data: tuple[int, int | None] | None = None  # (value offset, length)
 
     def _fail(self, offset: int, what: str) -> InvalidInstance:
         return InvalidInstance(f"truncated or malformed DICOM data at byte {offset}: {what}")
@@ -215,6 +231,8 @@ class _Reader:
                     length = self._u16(data, offset + 6)[0]
                     offset += 8
             key = f"{tag:08X}"
+            if tag == PIXEL_DATA and not path:
+                self.pixel_data = (offset, None if length == _UNDEFINED else length)
             if length == _UNDEFINED:
                 offset = self._undefined_length(out, key, tag, vr, offset, end, path, encodings)
                 continue

@@ -249,6 +249,8 @@ def _record(header: Header, key: str, digest: str, size: int, origin: Origin) ->
         sha256=digest,
         metadata_json=metadata_json(header),
         origin=str(origin),
+        pixel_data_offset=header.pixel_data_offset,
+        pixel_data_length=header.pixel_data_length,
         study_sequences=read_sequences(dataset, STUDY_SEQUENCES),
         series_sequences=read_sequences(dataset, SERIES_SEQUENCES),
     )

@@ -23,14 +23,20 @@ cheaper than rescaling and windowing a 512×512 frame in floating point.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from pacs.header import first_value
 
 #: VOI LUT functions (PS3.3 C.11.2.1.3).
 FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
@@ -38,6 +44,10 @@ FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 class RenderError(ValueError):
     """The frame cannot be rendered (no pixel data, an unknown colour model...)."""
+
+
+class FrameNotFound(RenderError):
+    """The instance has no frame of that number."""
 
 
 @dataclass(frozen=True)
@@ -62,22 +72,108 @@ def render_frame(dataset: Dataset, frame: int = 1, *, window: Window | None = No
     if "PixelData" not in dataset:
         raise RenderError("the instance has no pixel data")
     if not 1 <= frame <= count:
-        raise RenderError(f"frame {frame} is not in 1..{count}")
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    words = _native_grayscale_words(dataset, frame, photometric)
-    if words is not None:
-        image = Image.fromarray(_lookup_table(dataset, words, window, photometric)
-                                .take(words))
-    else:
-        image = _decoded(dataset, frame, photometric, window)
+        raise FrameNotFound(f"frame {frame} is not in 1..{count}")
+    layout = NativeGrayscale.of_dataset(dataset)
+    size = layout.frame_size if layout is not None else 0
+    if layout is not None and len(dataset.PixelData) >= frame * size:
+        return layout.render(dataset.PixelData[(frame - 1) * size:frame * size], window,
+                             viewport)
+    image = _decoded(dataset, frame, window)
     if viewport is not None:
         image.thumbnail(viewport, Image.Resampling.LANCZOS)
     return image
 
 
-def _decoded(dataset: Dataset, frame: int, photometric: str,
-             window: Window | None) -> Image.Image:
+@dataclass(frozen=True)
+class NativeGrayscale:
+    """A grayscale image stored natively (uncompressed little endian, one 8- or 16-bit
+    sample per pixel, the usual CT and MR): what turns its stored words into display bytes.
+
+    Built from a pydicom dataset (:meth:`of_dataset`) or from the DICOM JSON that ingest
+    stored (:meth:`of_json`), which read the same attributes the same way, so a frame read
+    straight from the stored object renders exactly as the parsed file would.
+    """
+
+    rows: int
+    columns: int
+    frames: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    slope: float
+    intercept: float
+    window: Window | None
+    """The dataset's own first window, if it has one."""
+    invert: bool
+    """MONOCHROME1: the lowest value is white."""
+
+    @property
+    def frame_size(self) -> int:
+        """Bytes per frame."""
+        return self.rows * self.columns * (self.bits_allocated // 8)
+
+    @classmethod
+    def of_dataset(cls, dataset: Dataset) -> NativeGrayscale | None:
+        """The layout of a native grayscale dataset; None for any other kind."""
+        meta = getattr(dataset, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        if syntax is None or syntax.is_compressed or not syntax.is_little_endian:
+            return None
+        return cls._of(lambda keyword: _first(dataset.get(keyword)))
+
+    @classmethod
+    def of_json(cls, dataset: dict[str, Any], transfer_syntax: str) -> NativeGrayscale | None:
+        """The layout from a dataset's DICOM JSON (PS3.18 F.2); None for any other kind."""
+        if transfer_syntax not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+            return None
+
+        return cls._of(lambda keyword: first_value(dataset, tag_for_keyword(keyword)))
+
+    @classmethod
+    def _of(cls, first: Callable[[str], object]) -> NativeGrayscale | None:
+        photometric = str(first("PhotometricInterpretation") or "MONOCHROME2").strip()
+        try:
+            allocated = int(first("BitsAllocated"))  # type: ignore[call-overload]
+            stored = int(first("BitsStored") or allocated)  # type: ignore[call-overload]
+            rows, columns = int(first("Rows")), int(first("Columns"))  # type: ignore[call-overload]
+            samples = int(first("SamplesPerPixel") or 1)  # type: ignore[call-overload]
+            frames = int(str(first("NumberOfFrames") or 1).strip())
+        except (TypeError, ValueError):
+            return None
+        if (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1
+                or allocated not in (8, 16) or not 1 <= stored <= allocated
+                or rows <= 0 or columns <= 0 or frames <= 0):
+            return None
+        return cls(rows, columns, frames, allocated, stored,
+                   signed=first("PixelRepresentation") == 1,
+                   slope=_as_number(first("RescaleSlope"), 1),
+                   intercept=_as_number(first("RescaleIntercept"), 0),
+                   window=_window_of(first("WindowCenter"), first("WindowWidth"),
+                                     first("VOILUTFunction")),
+                   invert=photometric == "MONOCHROME1")
+
+    def render(self, frame: bytes | memoryview, window: Window | None = None,
+               viewport: tuple[int, int] | None = None) -> Image.Image:
+        """One frame's stored bytes (:attr:`frame_size` of them) as an 8-bit image.
+
+        The modality LUT, the VOI window (``window``, else the dataset's, else the frame's
+        value range) and the MONOCHROME1 inversion are one table lookup per pixel.
+        """
+        dtype = np.uint8 if self.bits_allocated == 8 else np.dtype("<u2")
+        words = np.frombuffer(frame, dtype=dtype, count=self.rows * self.columns)
+        layout = (self.bits_allocated, self.bits_stored, self.signed, self.slope,
+                  self.intercept)
+        window = window or self.window or _range_window(_modality_values(*layout).take(words))
+        shown = _display_table(*layout, window, self.invert).take(words)
+        image = Image.fromarray(shown.reshape(self.rows, self.columns))
+        if viewport is not None:
+            image.thumbnail(viewport, Image.Resampling.LANCZOS)
+        return image
+
+
+def _decoded(dataset: Dataset, frame: int, window: Window | None) -> Image.Image:
     """The frame through pydicom's decoders: compressed, colour, big endian, 32-bit..."""
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     try:
         pixels = pixel_array(dataset, index=frame - 1)
     except Exception as exc:
@@ -97,41 +193,6 @@ def _decoded(dataset: Dataset, frame: int, photometric: str,
     else:
         raise RenderError(f"cannot show {photometric} pixel data of shape {pixels.shape}")
     return image
-
-
-def _native_grayscale_words(dataset: Dataset, frame: int,
-                            photometric: str) -> np.ndarray | None:
-    """The frame's stored words (uint8 or uint16, rows × columns) read straight from native
-    little-endian pixel data, or None when the frame needs pydicom's decoders."""
-    meta = getattr(dataset, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if (photometric not in ("MONOCHROME1", "MONOCHROME2") or syntax is None
-            or syntax.is_compressed or not syntax.is_little_endian
-            or dataset.get("SamplesPerPixel", 1) != 1
-            or dataset.get("BitsAllocated") not in (8, 16)):
-        return None
-    rows, columns = dataset.get("Rows"), dataset.get("Columns")
-    stored = dataset.get("BitsStored") or dataset.BitsAllocated
-    if not rows or not columns or not 1 <= stored <= dataset.BitsAllocated:
-        return None
-    dtype = np.uint8 if dataset.BitsAllocated == 8 else np.dtype("<u2")
-    pixel_data = dataset.PixelData
-    size = rows * columns * np.dtype(dtype).itemsize
-    if len(pixel_data) < frame * size:
-        return None  # short pixel data: pydicom's decoder says what is wrong
-    return np.frombuffer(pixel_data, dtype=dtype, count=rows * columns,
-                         offset=(frame - 1) * size).reshape(rows, columns)
-
-
-def _lookup_table(dataset: Dataset, words: np.ndarray, window: Window | None,
-                  photometric: str) -> np.ndarray:
-    """The display byte of every possible stored word (see :func:`_display_table`)."""
-    layout = (dataset.BitsAllocated, dataset.get("BitsStored") or dataset.BitsAllocated,
-              dataset.get("PixelRepresentation", 0) == 1,
-              _number(dataset, "RescaleSlope", 1), _number(dataset, "RescaleIntercept", 0))
-    window = window or dataset_window(dataset) or _range_window(
-        _modality_values(*layout).take(words))
-    return _display_table(*layout, window, photometric == "MONOCHROME1")
 
 
 # The slices of a series share their layout, rescale and window: their tables are reused.
@@ -177,23 +238,32 @@ def frame_count(dataset: Dataset) -> int:
 
 def dataset_window(dataset: Dataset) -> Window | None:
     """The first window the dataset carries (Window Center/Width, VOI LUT Function)."""
-    center, width = _first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth"))
+    return _window_of(_first(dataset.get("WindowCenter")), _first(dataset.get("WindowWidth")),
+                      dataset.get("VOILUTFunction"))
+
+
+def _window_of(center: object, width: object, function: object) -> Window | None:
+    """A window from first values; None when either is missing, malformed or not positive."""
     if center is None or width is None:
         return None
-    function = str(dataset.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    name = str(function or "LINEAR").strip().upper()
     try:
-        if float(width) <= 0:
+        if float(width) <= 0:  # type: ignore[arg-type]
             return None
-        return Window(float(center), float(width),
-                      function if function in FUNCTIONS else "LINEAR")
+        return Window(float(center), float(width),  # type: ignore[arg-type]
+                      name if name in FUNCTIONS else "LINEAR")
     except (TypeError, ValueError):
         return None
 
 
 def _number(dataset: Dataset, keyword: str, default: float) -> float:
     """A numeric attribute, or ``default`` when absent or not a number (a malformed DS)."""
+    return _as_number(_first(dataset.get(keyword)), default)
+
+
+def _as_number(value: object, default: float) -> float:
     try:
-        return float(_first(dataset.get(keyword)) or default)  # type: ignore[arg-type]
+        return float(value or default)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return default
 

@@ -70,6 +70,8 @@ _STORAGE_COLUMNS = (
     instances.c.object_key,
     instances.c.size,
     instances.c.sha256,
+    instances.c.pixel_data_offset,
+    instances.c.pixel_data_length,
 )
 
 
@@ -166,16 +168,30 @@ def resolve_instance(index: Index, study_uid: str, series_uid: str,
     InvalidMatchValue
         If a UID is malformed.
     """
+    _validate_path_uids(study_uid, series_uid, sop_instance_uid)
+    found = index.find_instance(sop_instance_uid)
+    if found is None or found.study_uid != study_uid or found.series_uid != series_uid:
+        return None
+    return found
+
+
+def resolve_instance_metadata(index: Index, study_uid: str, series_uid: str,
+                              sop_instance_uid: str) -> tuple[StoredInstance, str] | None:
+    """As :func:`resolve_instance`, with the instance's stored DICOM JSON (one query)."""
+    _validate_path_uids(study_uid, series_uid, sop_instance_uid)
+    found = index.find_instance_metadata(sop_instance_uid)
+    if found is None or found[0].study_uid != study_uid or found[0].series_uid != series_uid:
+        return None
+    return found
+
+
+def _validate_path_uids(study_uid: str, series_uid: str, sop_instance_uid: str) -> None:
     for keyword, uid in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid),
                          ("SOPInstanceUID", sop_instance_uid)):
         try:
             validate_uid(uid, keyword)
         except InvalidUID as exc:
             raise InvalidMatchValue(str(exc), keyword) from None
-    found = index.find_instance(sop_instance_uid)
-    if found is None or found.study_uid != study_uid or found.series_uid != series_uid:
-        return None
-    return found
 
 
 def resolve(db: Database, query: Query) -> list[StoredInstance]:
@@ -214,6 +230,8 @@ def resolve(db: Database, query: Query) -> list[StoredInstance]:
             object_key=row["object_key"],
             size=row["size"],
             sha256=row["sha256"],
+            pixel_data_offset=row["pixel_data_offset"],
+            pixel_data_length=row["pixel_data_length"],
         )
         for row in rows
     ]

@@ -108,6 +108,28 @@ def test_pixel_data_is_a_bulk_reference_whatever_its_size():
     assert header.dataset["7FE00010"] == {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
 
 
+WITH_PIXELS = [path for path in READABLE if path.suffix == ".dcm"]
+
+
+@pytest.mark.parametrize("path", WITH_PIXELS, ids=lambda path: path.name)
+def test_the_pixel_data_offset_is_where_the_stored_value_lies(path):
+    data = path.read_bytes()
+    header = read_header(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(path)
+    if "PixelData" not in dataset or header.transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+        assert header.pixel_data_offset is None
+        return
+    value = dataset.PixelData
+    start = header.pixel_data_offset
+    if header.pixel_data_length is None:  # encapsulated: the items, from the first one on
+        assert dataset.file_meta.TransferSyntaxUID.is_encapsulated
+    else:
+        assert header.pixel_data_length == len(value)
+    assert data[start:start + len(value)] == value
+
+
 def test_small_binary_is_inline_and_large_binary_in_a_sequence_is_a_bulk_reference():
     item = Dataset()
     item.add_new(0x00091010, "OB", b"\x01" * (INLINE_LIMIT + 2))

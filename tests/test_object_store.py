@@ -130,3 +130,13 @@ def test_filesystem_failed_write_leaves_no_object(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not store.exists(key_for(data))
     assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
+
+
+def test_read_range_returns_those_bytes_and_stops_at_the_end(store):
+    data = os.urandom(100_000)
+    store.put(key_for(data), data)
+    assert store.read_range(key_for(data), 40_000, 1234) == data[40_000:41_234]
+    assert store.read_range(key_for(data), 99_990, 100) == data[99_990:]
+    assert store.read_range(key_for(data), 200_000, 10) == b""
+    with pytest.raises(ObjectNotFound):
+        store.read_range(key_for(b"never stored"), 0, 10)

@@ -75,3 +75,21 @@ def test_a_frame_beyond_short_pixel_data_is_a_render_error():
     short.PixelData = short.PixelData[:100]
     with pytest.raises(RenderError, match="cannot decode"):
         render_frame(short, 1)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_layout_read_from_stored_json_is_the_one_read_from_the_dataset(name):
+    from io import BytesIO
+
+    from pacs.header import read_header
+    from pacs.render import NativeGrayscale
+
+    native = copy.deepcopy(CASES[name])
+    native.SOPClassUID = native.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    native.SOPInstanceUID = native.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    out = BytesIO()
+    native.save_as(out, enforce_file_format=True)
+    header = read_header(out.getvalue())
+    layout = NativeGrayscale.of_json(header.dataset, header.transfer_syntax_uid)
+    assert layout is not None
+    assert layout == NativeGrayscale.of_dataset(native)

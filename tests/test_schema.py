@@ -19,3 +19,18 @@ def test_an_index_added_since_the_database_was_made_is_created_at_start(backend)
     finally:
         reopened.close()
     assert "ix_series_modality_study_pk" in indexes
+
+
+def test_a_column_added_since_the_database_was_made_is_added_at_start(backend):
+    services = open_services(backend)
+    with services.db.writing() as conn:
+        conn.execute(text("ALTER TABLE instances DROP COLUMN pixel_data_length"))
+    services.close()
+
+    reopened = open_services(backend)
+    try:
+        columns = {column["name"] for column in inspect(reopened.db.engine).get_columns(
+            "instances")}
+    finally:
+        reopened.close()
+    assert "pixel_data_length" in columns

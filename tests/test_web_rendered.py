@@ -13,6 +13,7 @@ import pydicom
 import pydicom.data
 import pytest
 from PIL import Image
+from sqlalchemy import text
 
 from factories import make_instance
 from pacs.config import Settings
@@ -77,6 +78,25 @@ def test_monochrome1_is_inverted(services):
     assert np.array_equal(rendered[0] + rendered[1], np.full((16, 16), 255))
 
 
+def test_a_native_ct_frame_is_read_alone_without_parsing_the_file(client, monkeypatch):
+    url = instance_url(client) + "/rendered"
+    expected = client.get(url, headers={"Accept": "image/png"}).data
+
+    def no_parsing(*_args):
+        raise AssertionError("the whole file was read and parsed")
+
+    monkeypatch.setattr("pacs.web.rendered.read_dataset", no_parsing)
+    assert client.get(url, headers={"Accept": "image/png"}).data == expected
+
+
+def test_an_instance_indexed_without_its_pixel_offset_renders_the_same(client, services):
+    url = instance_url(client) + "/rendered"
+    expected = client.get(url, headers={"Accept": "image/png"}).data
+    with services.db.writing() as conn:
+        conn.execute(text("UPDATE instances SET pixel_data_offset = NULL"))
+    assert client.get(url, headers={"Accept": "image/png"}).data == expected
+
+
 def test_the_viewport_scales_down_keeping_the_aspect(client):
     rendered = image(client.get(instance_url(client) + "/rendered?viewport=64,200&quality=50"))
     assert rendered.shape == (64, 64)
@@ -91,6 +111,18 @@ def test_a_thumbnail_is_rendered_once_then_served_from_the_store(client, service
     second = client.get(f"/dicom-web/studies/{CT_STUDY}/thumbnail")
     assert second.data == first.data
     assert sum(1 for _ in services.store.list()) == after
+
+
+def test_each_frame_of_a_multi_frame_instance_has_its_own_thumbnail(services):
+    result = services.ingest((PYDICOM_FILES / "rtdose.dcm").read_bytes(), ORIGIN)  # 15 frames
+    client = create_app(services.settings, services).test_client()
+    url = (f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+           f"/instances/{result.sop_instance_uid}/frames")
+    png = {"Accept": "image/png"}
+    first, last = (image(client.get(f"{url}/{n}/thumbnail", headers=png)) for n in (1, 15))
+    assert not np.array_equal(first, last)
+    assert np.array_equal(image(client.get(f"{url}/15/thumbnail", headers=png)), last)
+    assert client.get(f"{url}/16/thumbnail").status_code == 404
 
 
 MULTIPART_JPEG = 'multipart/related; type="image/jpeg"'

@@ -15,6 +15,7 @@ import pydicom.data
 import pydicom.encaps
 import pytest
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
+from sqlalchemy import text
 
 from pacs.ingest import Origin
 from pacs.web import create_app
@@ -195,6 +196,27 @@ def test_an_uncompressed_frame_of_a_compressed_instance_is_decoded(client):
     original = pydicom.dcmread(PYDICOM_FILES / "JPEG2000.dcm").pixel_array
     assert np.array_equal(np.frombuffer(body, dtype=original.dtype).reshape(original.shape),
                           original)
+
+
+FRAMED = ["rtdose.dcm", "SC_rgb_rle_2frame.dcm", "JPEG2000.dcm", "MR_small_bigendian.dcm"]
+
+
+@pytest.mark.parametrize("name", FRAMED)
+def test_frames_as_stored_are_the_same_read_alone_or_from_the_parsed_file(services, name):
+    data = (PYDICOM_FILES / name).read_bytes()
+    result = services.ingest(data, Origin("import", "test"))
+    assert result.ok
+    client = create_app(services.settings, services).test_client()
+    stored = pydicom.dcmread(BytesIO(data))
+    count = int(stored.get("NumberOfFrames", 1))
+    url = (f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+           f"/instances/{result.sop_instance_uid}/frames/{','.join(map(str, range(count, 0, -1)))}")
+    read_alone = parts(client.get(url, headers={"Accept": OCTETS_AS_STORED}))
+    with services.db.writing() as conn:  # as if indexed before offsets were recorded
+        conn.execute(text("UPDATE instances SET pixel_data_offset = NULL"))
+    parsed = parts(client.get(url, headers={"Accept": OCTETS_AS_STORED}))
+    assert read_alone == parsed
+    assert len(parsed) == count
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,14 @@ class FilesystemObjectStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot read object {key}: {exc.strerror}") from exc
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes from ``offset`` with one positioned read."""
+        with self.open(key) as stream:
+            try:
+                return os.pread(stream.fileno(), length, offset)
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot read object {key}: {exc.strerror}") from exc
+
     def exists(self, key: str) -> bool:
         """True if the object's file exists."""
         return self._path(key).is_file()

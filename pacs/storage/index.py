@@ -57,6 +57,8 @@ class InstanceRecord:
     sha256: str
     metadata_json: str
     origin: str
+    pixel_data_offset: int | None = None
+    pixel_data_length: int | None = None
     study_sequences: Sequence[Mapping[str, Any]] = ()
     series_sequences: Sequence[Mapping[str, Any]] = ()
 
@@ -87,6 +89,10 @@ class StoredInstance:
     object_key: str
     size: int
     sha256: str
+    pixel_data_offset: int | None = None
+    """Where the Pixel Data value starts in the object; None when unknown."""
+    pixel_data_length: int | None = None
+    """Its length; None when encapsulated or unknown."""
 
 
 @dataclass(frozen=True)
@@ -133,11 +139,15 @@ class Index:
                 instances.c.object_key,
                 instances.c.size,
                 instances.c.sha256,
+                instances.c.pixel_data_offset,
+                instances.c.pixel_data_length,
             )
             .join(series, instances.c.series_pk == series.c.pk)
             .join(studies, series.c.study_pk == studies.c.pk)
             .where(instances.c.sop_instance_uid == bindparam("uid"))
         )
+        self._select_stored_instance_metadata = self._select_stored_instance.add_columns(
+            instances.c.metadata_json)
         self._select_by_key = {
             table.name: select(table).where(table.c[column] == bindparam("key"))
             for table, column in ((patients, "patient_key"), (studies, "study_uid"),
@@ -299,6 +309,8 @@ class Index:
                 "size": record.size,
                 "sha256": record.sha256,
                 "metadata_json": record.metadata_json,
+                "pixel_data_offset": record.pixel_data_offset,
+                "pixel_data_length": record.pixel_data_length,
                 "origin": record.origin,
                 "received_at": now,
             },
@@ -393,6 +405,16 @@ class Index:
         with self.db.reading() as conn:
             row = conn.execute(self._select_stored_instance, {"uid": sop_instance_uid}).first()
         return StoredInstance(**row._mapping) if row else None
+
+    def find_instance_metadata(self, sop_instance_uid: str) -> tuple[StoredInstance, str] | None:
+        """The stored instance with this SOP Instance UID and its stored DICOM JSON, or None."""
+        with self.db.reading() as conn:
+            row = conn.execute(self._select_stored_instance_metadata,
+                               {"uid": sop_instance_uid}).first()
+        if row is None:
+            return None
+        *stored, metadata = row
+        return StoredInstance(*stored), metadata
 
     def list_studies(self, limit: int = 100) -> list[StudySummary]:
         """The most recently updated studies, newest first."""

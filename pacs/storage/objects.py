@@ -1,7 +1,8 @@
 """The object-store protocol every backend implements, and the factory that picks one.
 
-Six methods and nothing vendor-specific: ``put`` (atomic: a reader sees the whole object or
-none), ``open`` (a stream), ``exists``, ``size``, ``delete`` and ``list`` (keys by prefix).
+Seven methods and nothing vendor-specific: ``put`` (atomic: a reader sees the whole object or
+none), ``open`` (a stream), ``read_range`` (some bytes from the middle: one frame of an
+instance), ``exists``, ``size``, ``delete`` and ``list`` (keys by prefix).
 Keys come only from :mod:`pacs.storage.keys`; backends refuse anything else.
 """
 
@@ -24,6 +25,10 @@ class ObjectStore(Protocol):
 
     def open(self, key: str) -> BinaryIO:
         """Return a readable stream of the object; raise ``ObjectNotFound`` if absent."""
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """The ``length`` bytes from ``offset`` (fewer when the object ends sooner); raise
+        ``ObjectNotFound`` if absent."""
 
     def exists(self, key: str) -> bool:
         """True if an object is stored under ``key``."""

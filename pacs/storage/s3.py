@@ -101,6 +101,28 @@ class S3ObjectStore:
             raise StorageUnavailable(f"cannot read object {key} from S3: {exc}") from exc
         return _ResponseStream(response)
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """One ranged GET (HTTP ``Range``): only those bytes cross the network."""
+        self._check(key)
+        if length <= 0:
+            return b""
+        try:
+            response = self.client.get_object(bucket_name=self.bucket, object_name=key,
+                                              offset=offset, length=length)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise ObjectNotFound(key) from None
+            if exc.code == "InvalidRange":  # starts past the end
+                return b""
+            raise StorageUnavailable(f"cannot read object {key}: {exc.code}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"cannot read object {key} from S3: {exc}") from exc
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
     def exists(self, key: str) -> bool:
         """True if ``stat`` finds the object."""
         try:

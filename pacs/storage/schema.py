@@ -125,6 +125,10 @@ instances = Table(
     Column("sha256", String(64), nullable=False),
     # The header as DICOM JSON (PS3.18 F.2) without bulk data, for fast metadata responses.
     Column("metadata_json", Text, nullable=False),
+    # Where the Pixel Data value lies in the stored file (pacs.header), so that a frame is
+    # read without parsing the file; NULL when unknown (deflated, or indexed before).
+    Column("pixel_data_offset", BigInteger, nullable=True),
+    Column("pixel_data_length", BigInteger, nullable=True),
     Column("origin", String, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_instances_series_pk", "series_pk"),

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pacs.errors import IndexConflict, IndexUnavailable, StorageFull
@@ -52,13 +52,20 @@ class Database:
             raise IndexUnavailable(f"cannot open the index database: {exc.orig}") from exc
 
     def create_schema(self) -> None:
-        """Create missing tables, and indexes added since a table was made; safe when several
-        processes start at once."""
+        """Create missing tables, and the nullable columns and indexes added since a table
+        was made; safe when several processes start at once."""
         with self.writing() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _SCHEMA_LOCK_ID})
             metadata.create_all(conn, checkfirst=True)
+            inspector = inspect(conn)
             for table in metadata.sorted_tables:
+                present = {column["name"] for column in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present and column.nullable:
+                        kind = column.type.compile(dialect=conn.dialect)
+                        conn.execute(text(f"ALTER TABLE {table.name} "
+                                          f"ADD COLUMN {column.name} {kind}"))
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
 

@@ -23,6 +23,7 @@ A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from io import BytesIO
@@ -32,15 +33,24 @@ from flask import Blueprint, Response, current_app, request
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pacs.header import first_value
 from pacs.render import RenderError, frame_count
-from pacs.retrieve import read_instance, resolve_instance
+from pacs.retrieve import (
+    StoredInstance,
+    read_instance,
+    resolve_instance,
+    resolve_instance_metadata,
+)
+from pacs.storage.objects import ObjectStore
 from pacs.web.accept import AS_STORED, requested_syntax
 from pacs.web.errors import error_response
 
 blueprint = Blueprint("frames", __name__)
 PIXEL_DATA = 0x7FE00010
+ROWS, COLUMNS, BITS_ALLOCATED = 0x00280010, 0x00280011, 0x00280100
+SAMPLES_PER_PIXEL, NUMBER_OF_FRAMES = 0x00280002, 0x00280008
 #: Tags (8 hex digits) and 1-based item numbers, as pacs.header writes BulkDataURIs.
 _BULK_PATH = re.compile(r"[0-9A-Fa-f]{8}(/[1-9][0-9]{0,5}/[0-9A-Fa-f]{8})*")
 #: Most frames one request may name (a cine loop of a few hundred is the largest real use).
@@ -96,9 +106,16 @@ def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | Non
         return error_response(
             406, 'frames are sent as multipart/related; type="application/octet-stream" with '
                  f"transfer-syntax {AS_STORED} or {ExplicitVRLittleEndian}")
-    dataset = _instance_dataset(study, series, instance)
-    if isinstance(dataset, Response):
-        return dataset
+    from pacs.web import services_of
+
+    services = services_of(current_app)
+    found = resolve_instance_metadata(services.index, study, series, instance)
+    if found is None:
+        return error_response(404, "no such instance in the archive")
+    from_offset = _frames_at_offset(services.store, *found, numbers, syntax)
+    if from_offset is not None:
+        return from_offset
+    dataset = pydicom.dcmread(BytesIO(read_instance(services.store, found[0])))
     if "PixelData" not in dataset:
         return error_response(404, "the instance has no pixel data")
     try:
@@ -117,6 +134,49 @@ def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | Non
         frames = [_uncompressed_frame(dataset, stored, number, count) for number in numbers]
         sent = ExplicitVRLittleEndian
     return _multipart(frames, UID(sent))
+
+
+def _frames_at_offset(store: ObjectStore, instance: StoredInstance, metadata_json: str,
+                      numbers: list[int] | None, syntax: str) -> Response | None:
+    """The frames read alone from the stored object, at the Pixel Data offset ingest
+    recorded, with the layout from the stored DICOM JSON; None when that is not possible
+    (offset unknown, big endian, frames that need decoding...) and the file must be parsed.
+    """
+    offset, length = instance.pixel_data_offset, instance.pixel_data_length
+    stored = UID(instance.transfer_syntax_uid)
+    if offset is None or (length is None and syntax != AS_STORED):
+        return None
+    dataset = json.loads(metadata_json)
+    try:
+        count = int(str(first_value(dataset, NUMBER_OF_FRAMES) or 1).strip())
+    except ValueError:
+        return None
+    numbers = numbers or list(range(1, count + 1))
+    missing = [number for number in numbers if not 1 <= number <= count]
+    if missing:
+        return error_response(404, f"frame {missing[0]} is not in 1..{count}")
+    if length is None:  # encapsulated, sent as stored: the fragments of each frame
+        try:
+            value = store.read_range(instance.object_key, offset, instance.size - offset)
+            frames = list(generate_frames(value, number_of_frames=count))
+        except ValueError:
+            return None
+        if len(frames) < count:
+            return None
+        return _multipart([frames[number - 1] for number in numbers], stored)
+    if stored not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+        return None
+    try:
+        bits = int(first_value(dataset, ROWS)) * int(first_value(dataset, COLUMNS)) \
+            * int(first_value(dataset, SAMPLES_PER_PIXEL) or 1) \
+            * int(first_value(dataset, BITS_ALLOCATED))
+    except (TypeError, ValueError):
+        return None
+    size = bits // 8
+    if bits % 8 or length < count * size:  # 1-bit frames are not byte-aligned
+        return None
+    return _multipart([store.read_range(instance.object_key, offset + (number - 1) * size,
+                                        size) for number in numbers], ExplicitVRLittleEndian)
 
 
 def _instance_dataset(study: str, series: str, instance: str) -> Dataset | Response:

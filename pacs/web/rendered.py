@@ -10,10 +10,11 @@
   for that; instances without pixel data (reports, presentation states) are left out. A
   client that accepts a single image (a browser's ``<img>``) gets the representative image:
   the one the thumbnail shows, in full;
-* ``/thumbnail`` at instance, series and study level: a 128-pixel rendering of the instance,
-  or of the middle instance of the series (of the study's first series), with the dataset's
-  own window. Thumbnails are kept in the object store as derived objects (under a key made
-  from the instance's SHA-256 and the parameters), so the second request is a read;
+* ``/thumbnail`` at frame, instance, series and study level: a 128-pixel rendering of the
+  frame, of the instance's first frame, or of the middle instance of the series (of the
+  study's first series), with the dataset's own window. Thumbnails are kept in the object
+  store as derived objects (under a key made from the instance's SHA-256 and the
+  parameters), so the second request is a read;
 * ``image/jpeg`` by default, ``image/png`` when the Accept header prefers it; anything else
   406. A malformed parameter is 400, a frame that does not exist 404.
 """
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from io import BytesIO
@@ -29,8 +31,21 @@ import pydicom
 from flask import Blueprint, Response, current_app, request, stream_with_context
 from PIL import Image
 
-from pacs.render import FUNCTIONS, RenderError, Window, render_frame
-from pacs.retrieve import StoredInstance, read_instance, resolve, resolve_instance, uid_query
+from pacs.render import (
+    FUNCTIONS,
+    FrameNotFound,
+    NativeGrayscale,
+    RenderError,
+    Window,
+    render_frame,
+)
+from pacs.retrieve import (
+    StoredInstance,
+    read_instance,
+    resolve,
+    resolve_instance_metadata,
+    uid_query,
+)
 from pacs.services import Services
 from pacs.storage.keys import instance_key
 from pacs.web.errors import error_response
@@ -79,6 +94,12 @@ def instance_thumbnail(study: str, series: str, instance: str) -> Response:
     return _thumbnail(study, series, instance)
 
 
+@blueprint.get(_INSTANCE + "/frames/<int:frame>/thumbnail")
+def frame_thumbnail(study: str, series: str, instance: str, frame: int) -> Response:
+    """The thumbnail of one frame."""
+    return _thumbnail(study, series, instance, frame)
+
+
 @blueprint.get("/studies/<study>/series/<series>/thumbnail")
 def series_thumbnail(study: str, series: str) -> Response:
     """The thumbnail of the series' middle instance."""
@@ -104,10 +125,12 @@ def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
     except BadParameter as exc:
         return error_response(400, str(exc))
     services = services_of(current_app)
-    found = resolve_instance(services.index, study, series, instance)
+    found = resolve_instance_metadata(services.index, study, series, instance)
     if found is None:
         return error_response(404, "no such instance in the archive")
-    return render_response(services, found, frame, window, viewport, media_type, quality)
+    stored, metadata_json = found
+    return render_response(services, stored, frame, window, viewport, media_type, quality,
+                           metadata_json)
 
 
 def _rendered_many(study: str, series: str | None) -> Response:
@@ -146,8 +169,7 @@ def _rendered_parts(services: Services, found: list[StoredInstance], window: Win
     """The multipart body, one rendered instance at a time (memory flat however many)."""
     for instance in found:
         try:
-            image = render_frame(read_dataset(services, instance), 1, window=window,
-                                 viewport=viewport)
+            image = render_stored(services, instance, 1, window, viewport)
         except RenderError:
             continue  # no pixel data to show: not an image of this study
         location = (f"{base}/studies/{instance.study_uid}/series/{instance.series_uid}"
@@ -175,18 +197,18 @@ def _multipart_image_type(accept: str) -> str | None:
 
 def render_response(services: Services, instance: StoredInstance, frame: int,
                     window: Window | None, viewport: tuple[int, int] | None, media_type: str,
-                    quality: int) -> Response:
+                    quality: int, metadata_json: str | None = None) -> Response:
     """A frame rendered and encoded; 404 for a frame the instance lacks, 422 when it cannot
     be shown."""
     try:
-        image = render_frame(read_dataset(services, instance), frame, window=window,
-                             viewport=viewport)
+        image = render_stored(services, instance, frame, window, viewport, metadata_json)
     except RenderError as exc:
-        return error_response(404 if "not in" in str(exc) else 422, str(exc))
+        return error_response(404 if isinstance(exc, FrameNotFound) else 422, str(exc))
     return image_response(encode_image(image, media_type, quality), media_type)
 
 
-def _thumbnail(study: str, series: str | None, instance: str | None) -> Response:
+def _thumbnail(study: str, series: str | None, instance: str | None,
+               frame: int = 1) -> Response:
     from pacs.web import services_of
 
     media_type = _media_type()
@@ -201,14 +223,14 @@ def _thumbnail(study: str, series: str | None, instance: str | None) -> Response
     if not found:
         return error_response(404, "no such study, series or instance in the archive")
     chosen = _representative(found)
-    key = _derived_key(chosen, f"thumbnail:{viewport[0]}x{viewport[1]}:{media_type}")
+    key = _derived_key(chosen, f"thumbnail:{frame}:{viewport[0]}x{viewport[1]}:{media_type}")
     if services.store.exists(key):
         with services.store.open(key) as stream:
             return image_response(stream.read(), media_type)
     try:
-        image = render_frame(read_dataset(services, chosen), 1, viewport=viewport)
+        image = render_stored(services, chosen, frame, None, viewport)
     except RenderError as exc:
-        return error_response(422, str(exc))
+        return error_response(404 if isinstance(exc, FrameNotFound) else 422, str(exc))
     data = encode_image(image, media_type, DEFAULT_QUALITY)
     services.store.put(key, data)
     return image_response(data, media_type)
@@ -223,6 +245,39 @@ def _representative(found: list[StoredInstance]) -> StoredInstance:
 def _derived_key(instance: StoredInstance, what: str) -> str:
     """A key of the archive's form for an object derived from ``instance``."""
     return instance_key(hashlib.sha256(f"{instance.sha256}:{what}".encode()).hexdigest())
+
+
+def render_stored(services: Services, instance: StoredInstance, frame: int,
+                  window: Window | None, viewport: tuple[int, int] | None,
+                  metadata_json: str | None = None) -> Image.Image:
+    """Frame ``frame`` of a stored instance, rendered (:func:`pacs.render.render_frame`).
+
+    A native grayscale frame (most CT and MR) is read alone from the object store, at the
+    offset ingest recorded, and its layout from the DICOM JSON ingest stored
+    (``metadata_json``, looked up when not given): the file is neither read whole nor
+    parsed. Anything else is parsed by pydicom.
+
+    Raises
+    ------
+    RenderError
+        If the frame does not exist or cannot be shown.
+    """
+    offset, length = instance.pixel_data_offset, instance.pixel_data_length
+    if offset is not None and length is not None:
+        if metadata_json is None:
+            found = services.index.find_instance_metadata(instance.sop_instance_uid)
+            metadata_json = found[1] if found else "{}"
+        layout = NativeGrayscale.of_json(json.loads(metadata_json), instance.transfer_syntax_uid)
+        if layout is not None and length >= layout.frames * layout.frame_size:
+            if not 1 <= frame <= layout.frames:
+                raise FrameNotFound(f"frame {frame} is not in 1..{layout.frames}")
+            size = layout.frame_size
+            data = services.store.read_range(instance.object_key, offset + (frame - 1) * size,
+                                             size)
+            if len(data) == size:
+                return layout.render(data, window, viewport)
+    return render_frame(read_dataset(services, instance), frame, window=window,
+                        viewport=viewport)
 
 
 def read_dataset(services: Services, instance: StoredInstance) -> pydicom.Dataset:

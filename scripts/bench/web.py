@@ -9,16 +9,19 @@ the archive (``Services.ingest``) and into Orthanc 1.10.1 with its DICOMweb plug
 UTF-8). Then, over one keep-alive HTTP connection per server, servers taken in turn:
 
 * WADO-RS series retrieval as stored (``transfer-syntax=*``): MB/s, median of ``--repeat``;
-* series metadata with ``Accept-Encoding: gzip`` (what a viewer sends): p50/p95 ms;
-* ``/rendered`` JPEG of a 512×512 frame, a different instance each time: p50/p95 ms;
+* series metadata with ``Accept-Encoding: gzip`` (what a viewer sends): p50/p95 ms,
+  ``--samples`` requests per round;
+* ``/rendered`` JPEG of a 512×512 frame, a different instance each time: p50/p95 ms,
+  ``--samples`` per round, and the same frame asked for again (neither server keeps
+  rendered frames: the browser does, for the day its Cache-Control allows);
 * thumbnails (the archive only: Orthanc 1.10's plugin has none): the first request of each
   instance (rendered and stored) and the second (served from the object store): p50 ms;
-* QIDO-RS study search by PatientID: p50/p95 ms.
+* QIDO-RS study search by PatientID: p50/p95 ms, ``--samples`` per round.
 
 Targets (issue 4): WADO-RS series throughput ≥ Orthanc's; series metadata p95 ≤ 0.1 × Orthanc's;
 rendered frame p50 ≤ Orthanc's; cached thumbnail p50 < 5 ms.
 
-    python scripts/bench/web.py                 # 300 instances, 20 runs each
+    python scripts/bench/web.py                 # 300 instances, 20 rounds of 5 samples
     python scripts/bench/web.py --instances 100 --repeat 10
 """
 
@@ -274,16 +277,20 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, dict[str, Any]]:
                 measured = results[server.name]
                 seconds, size = timed(server, series_path, {"Accept": AS_STORED})
                 measured.setdefault("retrieve MB/s", []).append(size / 1e6 / seconds)
-                seconds, _ = timed(server, series_path + "/metadata",
-                                   {"Accept-Encoding": "gzip", "Accept": "application/dicom+json"})
-                measured.setdefault("metadata ms", []).append(seconds * 1000)
-                sop = sops[(round_number * 7 + 1) % len(sops)]
-                seconds, _ = timed(server, f"{series_path}/instances/{sop}/rendered",
-                                   {"Accept": "image/jpeg"})
-                measured.setdefault("rendered ms", []).append(seconds * 1000)
-                seconds, _ = timed(server, f"/studies?PatientID={PATIENT_ID}",
-                                   {"Accept": "application/dicom+json"})
-                measured.setdefault("QIDO ms", []).append(seconds * 1000)
+                for sample in range(args.samples):
+                    seconds, _ = timed(server, series_path + "/metadata", {
+                        "Accept-Encoding": "gzip", "Accept": "application/dicom+json"})
+                    measured.setdefault("metadata ms", []).append(seconds * 1000)
+                    sop = sops[((round_number * args.samples + sample) * 7 + 1) % len(sops)]
+                    seconds, _ = timed(server, f"{series_path}/instances/{sop}/rendered",
+                                       {"Accept": "image/jpeg"})
+                    measured.setdefault("rendered ms", []).append(seconds * 1000)
+                    seconds, _ = timed(server, f"{series_path}/instances/{sop}/rendered",
+                                       {"Accept": "image/jpeg"})
+                    measured.setdefault("rendered again ms", []).append(seconds * 1000)
+                    seconds, _ = timed(server, f"/studies?PatientID={PATIENT_ID}",
+                                       {"Accept": "application/dicom+json"})
+                    measured.setdefault("QIDO ms", []).append(seconds * 1000)
                 if isinstance(server, Archive):
                     path = f"{series_path}/instances/{sops[round_number % len(sops)]}/thumbnail"
                     cold, _ = timed(server, path, {"Accept": "image/jpeg"})
@@ -298,9 +305,10 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, dict[str, Any]]:
 
 def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
     print(f"\nDICOMweb, one CT series of {args.instances} × 512×512 16-bit instances, "
-          f"{args.repeat} runs each (medians; p50 / p95 for latencies)\n")
+          f"{args.repeat} rounds (medians of the retrievals; p50 / p95 of the latencies, "
+          f"{args.samples} per round for metadata, rendered and QIDO)\n")
     print(f"{'measurement':<22} {'archive':>18} {'Orthanc':>18}")
-    for name in ("retrieve MB/s", "metadata ms", "rendered ms", "QIDO ms",
+    for name in ("retrieve MB/s", "metadata ms", "rendered ms", "rendered again ms", "QIDO ms",
                  "thumbnail cold ms", "thumbnail cached ms"):
         cells = []
         for server in ("archive", "Orthanc"):
@@ -333,7 +341,10 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=300, help="instances in the series")
-    parser.add_argument("--repeat", type=int, default=20, help="timed runs of each request")
+    parser.add_argument("--repeat", type=int, default=20, help="timed rounds")
+    parser.add_argument("--samples", type=int, default=5,
+                        help="metadata, rendered and QIDO requests per round (a different "
+                             "instance rendered each time)")
     parser.add_argument("--no-orthanc", action="store_true", help="do not run Orthanc")
     parser.add_argument("--scratch", type=Path, default=None, help="folder for the data")
     args = parser.parse_args(argv)
