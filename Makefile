@@ -2,7 +2,9 @@
 #
 #   make install       install the package and its test tools into $(PYTHON) (editable)
 #   make system-deps   install the Debian packages the tests talk to (dcmtk, postgresql)
-#   make run           import the sample studies and run the archive (DICOM port 11112)
+#   make viewer        install the OHIF Viewer (npm pack of a pinned release) into var/viewer
+#   make run           import the sample studies and run the archive (DICOM port 11112,
+#                      web and viewer on http://127.0.0.1:8080/)
 #   make test          the whole test suite; extra pytest options: make test PYTEST_ARGS='-k scp'
 #   make lint          ruff
 #   make bench         the ingest benchmark (also installs Debian's orthanc to compare with)
@@ -16,7 +18,7 @@ PACS ?= $(PYTHON) -m pacs.cli
 # Re-installed when pyproject.toml changes; `rm -rf build` forces it.
 INSTALL_STAMP := build/install.stamp
 
-.PHONY: install system-deps run test lint bench
+.PHONY: install system-deps viewer run test lint bench
 
 install: $(INSTALL_STAMP)
 
@@ -28,11 +30,14 @@ $(INSTALL_STAMP): pyproject.toml
 system-deps:
 	bash scripts/install_system_deps.sh
 
-run: install
+viewer: install
+	$(PACS) viewer install
+
+run: install viewer
 	$(PACS) import sample_dicom
 	$(PACS) serve
 
-test: system-deps install
+test: system-deps install viewer
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -98,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument("--limit", type=int, default=100, help="most rows printed (100)")
     find.set_defaults(command=cmd_find)
 
+    viewer = commands.add_parser("viewer", help="the OHIF Viewer served under /viewer/")
+    viewer.add_argument("action", choices=["install"],
+                        help="install: fetch the pinned OHIF release with npm, check its "
+                             "hash, unpack it into viewer_dir (PACS_VIEWER_DIR)")
+    viewer.add_argument("--tarball", type=Path,
+                        help="an ohif-app-<version>.tgz already downloaded (no npm needed)")
+    viewer.set_defaults(command=cmd_viewer)
+
     ls = commands.add_parser("ls", help="list studies, most recently received first")
     _storage_options(ls)
     ls.add_argument("--limit", type=int, default=50)
@@ -329,6 +337,23 @@ def _collect(done: tuple[str, int, IngestResult], outcomes: Counter[IngestStatus
 
 
 # -- ls ---------------------------------------------------------------------------------------
+
+
+def cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
+    """Install the pinned OHIF Viewer release (nothing to do when it is there)."""
+    from pacs.viewer import OHIF_VERSION, ViewerInstallError, install_ohif, is_installed
+
+    if is_installed(settings.viewer_dir):
+        print(f"OHIF Viewer {OHIF_VERSION} is installed in {settings.viewer_dir}")
+        return 0
+    print(f"installing OHIF Viewer {OHIF_VERSION} into {settings.viewer_dir} ...", flush=True)
+    try:
+        folder = install_ohif(settings.viewer_dir, tarball=args.tarball)
+    except ViewerInstallError as exc:
+        log.error("cannot install the viewer: %s", exc)
+        return 1
+    print(f"OHIF Viewer {OHIF_VERSION} installed in {folder}")
+    return 0
 
 
 def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:

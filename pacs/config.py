@@ -156,6 +156,24 @@ class Settings:
             "URLs in responses; empty means the address each request came to."
         ),
     )
+    archive_name: str = field(
+        default="Filmless PACS",
+        metadata=_help("The archive's name, as the landing page and the viewer show it."),
+    )
+    viewer_dir: Path = field(
+        default=Path("var/viewer"),
+        metadata=_help(
+            "Folder the OHIF Viewer is installed into (`pacs viewer install`) and served "
+            "from, under /viewer/."
+        ),
+    )
+    viewer_url: str = field(
+        default="",
+        metadata=_help(
+            "An OHIF Viewer the site hosts itself (https://viewer.example.org/); /viewer/ "
+            "then sends the browser there instead of serving the bundled one."
+        ),
+    )
     modalities: str = field(
         default="",
         metadata=_help(
@@ -302,9 +320,12 @@ class Settings:
             raise SettingsError("stow_max_bytes: must be at least 1")
         if not 0 <= self.http_workers <= 64:
             raise SettingsError("http_workers: must be between 0 (one per core) and 64")
-        if self.public_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.public_url):
-            raise SettingsError(
-                f"public_url: {self.public_url!r} is not an http:// or https:// URL")
+        for name in ("public_url", "viewer_url"):
+            url = getattr(self, name)
+            if url and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+                raise SettingsError(f"{name}: {url!r} is not an http:// or https:// URL")
+        if not self.archive_name.strip():
+            raise SettingsError("archive_name: must not be empty")
         try:
             parse_modalities(self.modalities)
             parse_access(self.access)

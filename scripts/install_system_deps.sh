@@ -2,7 +2,7 @@
 # Install the Debian packages the archive's tests (and, with --bench, its benchmark) run
 # against, when they are missing. Safe to run again: present packages are only reported.
 #
-#   bash scripts/install_system_deps.sh            # make, dcmtk, postgresql
+#   bash scripts/install_system_deps.sh            # make, dcmtk, postgresql, chromium, npm
 #   bash scripts/install_system_deps.sh --bench    # ... and orthanc, orthanc-dicomweb
 #
 # Installing postgresql or orthanc on Debian normally starts their services; the tests start
@@ -29,10 +29,13 @@ done
 has_make() { [ -x /usr/bin/make ] || command -v make >/dev/null 2>&1; }
 has_dcmtk() { [ -x /usr/bin/storescu ]; }
 has_postgresql() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+has_chromium() { [ -x /usr/bin/chromium ]; }
+has_npm() { command -v npm >/dev/null 2>&1; }
 has_orthanc() { [ -x /usr/sbin/Orthanc ]; }
 has_orthanc-dicomweb() { [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; }
 
-packages=(make dcmtk postgresql)
+# chromium: the viewer's browser tests; npm: fetches the OHIF Viewer (`pacs viewer install`).
+packages=(make dcmtk postgresql chromium npm)
 if [ "$bench" = 1 ]; then
     packages+=(orthanc orthanc-dicomweb)
 fi

@@ -184,6 +184,13 @@ FUZZY_RULES = [
     pytest.param({"PatientName": "NGUYỄN*"}, ["ACC0001", "X_1%"], id="upper-case-accents"),
     pytest.param({"PatientName": "nguyen^van an"}, ["ACC0001", "X_1%"], id="whole-name"),
     pytest.param({"PatientName": "tran^thi*"}, ["ACC0002"], id="vietnamese-diacritics"),
+    pytest.param({"PatientName": "nguyen van an"}, ["ACC0001", "X_1%"],
+                 id="spaces-for-the-component-separator"),
+    pytest.param({"PatientName": "*nguyen van an*"}, ["ACC0001", "X_1%"],
+                 id="a-study-list-search-box"),
+    pytest.param({"PatientName": "nguyen^van"}, ["ACC0001", "X_1%"],
+                 id="first-word-of-a-component"),
+    pytest.param({"PatientName": "nguyen van bình"}, [], id="every-word-must-match"),
     pytest.param({"ReferringPhysicianName": "smith*"}, ["XA1%"], id="referring-physician"),
 ]
 

@@ -13,8 +13,11 @@ implementation): ``Nguyễn`` matches the family name ``Nguyễn`` with any give
 ``An`` whatever the family name; a key with ``=`` is matched against the whole value, all
 component groups. A ``*`` may run over a ``^``, which only widens a match. With fuzzy matching,
 the key is normalised like the stored ``*_norm`` columns (:func:`pacs.attributes.normalise_name`:
-upper case, no accents), so ``nguyen*`` finds ``Nguyễn^Văn An``; person-name attributes without
-a normalised column are matched as sent. A value stored with several values (``ImageType``,
+upper case, no accents), so ``nguyen*`` finds ``Nguyễn^Văn An``; a key typed without ``^``
+has its spaces match a space or a ``^`` (``nguyen van an`` finds ``Nguyễn^Văn An`` too, as a
+study list's search box sends it), and a key's last word may be followed by more words of
+its component (``nguyen^van`` finds the given name ``Văn An``); person-name attributes
+without a normalised column are matched as sent. A value stored with several values (``ImageType``,
 ``OtherPatientIDs``) matches when any one of them does.
 """
 
@@ -353,9 +356,8 @@ class _Conditions:
         """Single value or wild card matching of text, per name component and per value."""
         patterns: Iterable[str] = [value]
         if key.vr == "PN":
-            if self.fuzzy and key.normalised is not None:
-                value = normalise_name(value)
-            patterns = _name_patterns(value)
+            fuzzy = self.fuzzy and key.normalised is not None
+            patterns = _name_patterns(_fuzzy_name(value) if fuzzy else value, words=fuzzy)
         if key.multi_valued:
             patterns = _each_value(patterns)
         unique = list(dict.fromkeys(patterns))
@@ -429,8 +431,9 @@ def _after(value: str) -> str | None:
     return None
 
 
-def _name_patterns(value: str) -> list[str]:
-    """Wild-card patterns over a whole stored name for component-wise PN matching."""
+def _name_patterns(value: str, *, words: bool = False) -> list[str]:
+    """Wild-card patterns over a whole stored name for component-wise PN matching; with
+    ``words``, the key's last word may also be followed by more words of that component."""
     if "=" in value:
         return [value]
     components = value.split("^")
@@ -440,7 +443,17 @@ def _name_patterns(value: str) -> list[str]:
     if pattern.endswith("*") or len(components) >= 5:
         return [pattern]
     # The components not given may follow, and so may other component groups.
-    return [pattern, pattern + "^*", pattern + "=*"]
+    return [pattern, pattern + "^*", pattern + "=*", *([pattern + " *"] if words else [])]
+
+
+def _fuzzy_name(value: str) -> str:
+    """A person-name key as fuzzy matching compares it: normalised like the ``*_norm``
+    columns, and, when it has no component separator, each space standing for a space or a
+    ``^``: people type ``nguyen van an`` for ``Nguyễn^Văn An``."""
+    value = normalise_name(value)
+    if "^" in value or "=" in value:
+        return value
+    return " ".join(value.split()).replace(" ", "?")
 
 
 def _literal_prefix(patterns: Sequence[str]) -> str:

@@ -445,6 +445,16 @@ class Index:
                 for table in (patients, studies, series, instances)
             }
 
+    def totals(self) -> tuple[int, int, int]:
+        """Studies, instances and bytes archived (the last one a scan of every instance)."""
+        with self.db.reading() as conn:
+            return (
+                conn.execute(select(func.count()).select_from(studies)).scalar_one(),
+                conn.execute(select(func.coalesce(func.sum(studies.c.num_instances), 0)))
+                .scalar_one(),
+                conn.execute(select(func.coalesce(func.sum(instances.c.size), 0))).scalar_one(),
+            )
+
     def all_object_keys(self) -> set[str]:
         """Every object key the index refers to (for the sweep of unreferenced objects)."""
         with self.db.reading() as conn:

@@ -1,4 +1,4 @@
-"""The web service: DICOMweb under ``/dicom-web`` and health checks, as a Flask application.
+"""The web service: DICOMweb under ``/dicom-web``, the viewer, health checks, as a Flask app.
 
 ``create_app(settings)`` builds one application with one blueprint per concern:
 
@@ -11,6 +11,8 @@
 * :mod:`pacs.web.stow`: STOW-RS, through the one ingest path;
 * :mod:`pacs.web.rendered`: rendered frames and thumbnails (:mod:`pacs.render`);
 * :mod:`pacs.web.wado_uri`: WADO-URI at ``/wado``;
+* :mod:`pacs.web.viewer`: the OHIF Viewer under ``/viewer/``, configured for this archive;
+* :mod:`pacs.web.home`: the landing page at ``/``;
 
 and, for every route, :mod:`pacs.web.errors` (JSON errors with a reason) and
 :mod:`pacs.web.cors` (CORS for the configured origins).
@@ -45,7 +47,19 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     -------
     Flask
     """
-    from pacs.web import cors, errors, frames, health, qido, rendered, stow, wado, wado_uri
+    from pacs.web import (
+        cors,
+        errors,
+        frames,
+        health,
+        home,
+        qido,
+        rendered,
+        stow,
+        viewer,
+        wado,
+        wado_uri,
+    )
 
     app = Flask(__name__)
     app.config["PACS_SETTINGS"] = settings
@@ -62,6 +76,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(stow.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(rendered.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(wado_uri.blueprint)  # /wado, where other archives have it
+    app.register_blueprint(viewer.blueprint)
+    app.register_blueprint(home.blueprint)
     return app
 
 

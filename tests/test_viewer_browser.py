@@ -1,0 +1,245 @@
+"""The OHIF Viewer served by ``pacs serve``, driven in headless Chromium like a radiologist.
+
+Real peers only: the pinned OHIF release installed by ``pacs viewer install`` (npm), Debian's
+Chromium (``/usr/bin/chromium``) driven by Playwright, and ``pacs serve`` with the sample
+studies imported. What the viewer draws is checked through Cornerstone (which OHIF exposes
+as ``window.cornerstone``): the decoded pixel values of the image on screen are compared
+with the stored file's, not only a canvas that is not blank. Screenshots go to
+``build/test-artifacts/`` (``PACS_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from pacs.viewer import ViewerInstallError, install_ohif
+from peers import free_port, require_peer, stop_process, under_ci, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_dicom"
+VIEWER_DIR = ROOT / "var" / "viewer"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+ARTIFACTS = Path(os.environ.get("PACS_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
+CT_STUDY = "2.25.123310908792150242595810694833455775405"
+#: What the page reads off the image on screen (the first viewport).
+SHOWN_IMAGE = """() => {
+  const viewport = window.cornerstone.getEnabledElements()[0].viewport;
+  const image = viewport.getCornerstoneImage();
+  return {imageId: viewport.getCurrentImageId(), index: viewport.getCurrentImageIdIndex(),
+          count: viewport.getImageIds().length, rows: image.rows, columns: image.columns,
+          scaled: Boolean(image.preScale && image.preScale.scaled),
+          pixels: Array.from(image.getPixelData())};
+}"""
+
+
+@pytest.fixture(scope="module")
+def viewer() -> Path:
+    try:
+        return install_ohif(VIEWER_DIR)
+    except ViewerInstallError as exc:
+        if under_ci():
+            raise
+        pytest.skip(f"OHIF Viewer not installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_peer(False, "Playwright (pip install playwright)")
+    require_peer(os.access(CHROMIUM, os.X_OK), f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    playwright = sync_playwright().start()
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+    playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def archive(viewer, tmp_path_factory) -> str:
+    """``pacs serve`` with the sample studies, its web root URL."""
+    data_dir = tmp_path_factory.mktemp("viewer") / "var"
+    subprocess.run([sys.executable, "-m", "pacs.cli", "import", "--quiet", "--data-dir",
+                    str(data_dir), str(SAMPLES)], capture_output=True, check=False)
+    port = free_port()
+    env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_HTTP_PORT": str(port),
+           "PACS_DICOM_PORT": str(free_port()), "PACS_DICOM_HOST": "127.0.0.1",
+           "PACS_WORKERS": "1", "PACS_HTTP_WORKERS": "2", "PACS_VIEWER_DIR": str(VIEWER_DIR)}
+    with (data_dir.parent / "serve.log").open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "pacs.cli", "serve"], env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process)
+
+
+class Session:
+    """One browser tab and every DICOMweb answer it got."""
+
+    def __init__(self, browser, locale: str = "en-US") -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900},
+                                           locale=locale)
+        self.page = self.context.new_page()
+        self.failures: list[str] = []
+        self.page.on("response", self._answered)
+        self.page.on("requestfailed", lambda request: self.failures.append(
+            f"{request.url}: {request.failure}") if "/dicom-web/" in request.url else None)
+
+    def _answered(self, response) -> None:
+        if response.status >= 400:
+            self.failures.append(f"{response.url}: {response.status}")
+
+    def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def session(browser):
+    opened = Session(browser)
+    yield opened
+    opened.close()
+
+
+def search_by_patient_name(session: Session, archive: str, typed: str) -> None:
+    page = session.page
+    page.goto(f"{archive}/viewer/", wait_until="networkidle")
+    page.wait_for_selector("[data-cy^=studyRow-]", timeout=60_000)
+    page.locator("input").first.fill(typed)
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-cy^=studyRow-]').length === 1", timeout=30_000)
+
+
+def open_ct(session: Session, archive: str) -> None:
+    search_by_patient_name(session, archive, "nguyen van an")
+    session.page.locator("[data-cy^=studyRow-]").first.click()
+    session.page.click(f"[data-cy=\"mode-viewer-{CT_STUDY}\"]")
+    wait_for_image(session)
+
+
+def wait_for_image(session: Session) -> None:
+    """Until the first viewport holds an image (the first-visit tour dismissed)."""
+    from playwright.sync_api import TimeoutError as NotShown
+
+    skip = session.page.get_by_text("Skip all")
+    try:
+        skip.wait_for(timeout=5_000)
+        skip.click()
+    except NotShown:  # no tour on this visit
+        pass
+    session.page.wait_for_function(
+        """() => { const elements = window.cornerstone && window.cornerstone.getEnabledElements();
+                   const viewport = elements && elements.length && elements[0].viewport;
+                   return Boolean(viewport && viewport.getCornerstoneImage()); }""",
+        timeout=60_000)
+
+
+def stored_pixels(image_id: str, scaled: bool) -> np.ndarray:
+    """The pixel values of the sample file that ``image_id`` names, as Cornerstone holds
+    them (modality values when it pre-scaled them)."""
+    sop = re.search(r"/instances/([0-9.]+)/frames/", image_id).group(1)
+    for path in SAMPLES.rglob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        if dataset.SOPInstanceUID == sop:
+            pixels = dataset.pixel_array.astype(np.float64)
+            if scaled:
+                pixels = pixels * float(dataset.get("RescaleSlope", 1)) \
+                    + float(dataset.get("RescaleIntercept", 0))
+            return pixels
+    raise AssertionError(f"{sop} is not a sample instance")
+
+
+def test_the_study_list_finds_a_vietnamese_name_typed_without_accents(session, archive):
+    search_by_patient_name(session, archive, "nguyen van an")
+    rows = session.page.locator("[data-cy^=studyRow-]")
+    assert "Nguyễn" in rows.first.inner_text()
+    session.screenshot("study-list-nguyen-van-an")
+    assert session.failures == []
+
+
+def test_the_opened_ct_shows_the_stored_pixel_values(session, archive):
+    open_ct(session, archive)
+    shown = session.page.evaluate(SHOWN_IMAGE)
+    session.screenshot("ct-first-image")
+    pixels = np.array(shown["pixels"], dtype=np.float64).reshape(shown["rows"], shown["columns"])
+    assert np.array_equal(pixels, stored_pixels(shown["imageId"], shown["scaled"]))
+    assert pixels.std() > 0  # an image, not a blank frame
+    assert session.failures == []
+
+
+def test_scrolling_shows_another_slice(session, archive):
+    open_ct(session, archive)
+    first = session.page.evaluate(SHOWN_IMAGE)
+    session.page.locator(".cornerstone-viewport-element, [data-cy=viewport-pane]").first.hover()
+    for _ in range(5):
+        session.page.mouse.wheel(0, 120)
+    session.page.wait_for_function(
+        "index => window.cornerstone.getEnabledElements()[0].viewport"
+        ".getCurrentImageIdIndex() !== index", arg=first["index"], timeout=30_000)
+    wait_for_image(session)
+    later = session.page.evaluate(SHOWN_IMAGE)
+    session.screenshot("ct-after-scrolling")
+    assert later["imageId"] != first["imageId"]
+    assert later["pixels"] != first["pixels"]
+    pixels = np.array(later["pixels"], dtype=np.float64).reshape(later["rows"], later["columns"])
+    assert np.array_equal(pixels, stored_pixels(later["imageId"], later["scaled"]))
+    assert session.failures == []
+
+
+@pytest.mark.parametrize("typed", ["nguyen van an", "tran thi bich", "le hoang minh"])
+def test_every_sample_study_opens_with_each_series_drawn(session, archive, typed):
+    search_by_patient_name(session, archive, typed)
+    row = session.page.locator("[data-cy^=studyRow-]").first
+    study = row.get_attribute("data-cy").removeprefix("studyRow-")
+    row.click()
+    session.page.click(f"[data-cy=\"mode-viewer-{study}\"]")
+    wait_for_image(session)
+    thumbnails = session.page.locator("[data-cy=study-browser-thumbnail]")
+    count = thumbnails.count()
+    assert count >= 1
+    for number in range(count):
+        thumbnails.nth(number).dblclick()
+        wait_for_image(session)
+        shown = session.page.evaluate(SHOWN_IMAGE)
+        pixels = np.array(shown["pixels"], dtype=np.float64)
+        assert np.array_equal(pixels.reshape(shown["rows"], shown["columns"]),
+                              stored_pixels(shown["imageId"], shown["scaled"]))
+    session.screenshot(f"study-{typed.replace(' ', '-')}")
+    assert session.failures == []
+
+
+def test_the_interface_follows_a_vietnamese_browser(browser, archive):
+    vietnamese = Session(browser, locale="vi-VN")
+    try:
+        vietnamese.page.goto(f"{archive}/viewer/", wait_until="networkidle")
+        vietnamese.page.wait_for_selector("text=Tên Bệnh nhân", timeout=60_000)
+        vietnamese.screenshot("study-list-vietnamese")
+        assert vietnamese.failures == []
+    finally:
+        vietnamese.close()
+
+
+def test_the_landing_page_leads_into_the_viewer(session, archive):
+    session.page.goto(archive + "/", wait_until="networkidle")
+    assert session.page.locator("#studies").inner_text() == "3"
+    session.page.click("a.open")
+    session.page.wait_for_selector("[data-cy^=studyRow-]", timeout=60_000)
+    assert session.page.url.rstrip("/") == f"{archive}/viewer"
+    session.screenshot("landing-page-to-viewer")
