@@ -20,6 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from pacs.sampledata import ct_chest_series
 from pacs.viewer import ViewerInstallError, install_ohif
 from peers import free_port, require_peer, stop_process, under_ci, wait_for_port
 
@@ -32,6 +33,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-quic"]
 ARTIFACTS = Path(os.environ.get("PACS_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
 CT_STUDY = "2.25.123310908792150242595810694833455775405"
+LONG_CT_SLICES = 300
+#: A provincial link: 10 Mbit/s each way, 100 ms before the first byte of each answer.
+SLOW_LINK = {"offline": False, "latency": 100, "downloadThroughput": 10e6 / 8,
+             "uploadThroughput": 10e6 / 8}
+VIEWPORT = ".cornerstone-viewport-element, [data-cy=viewport-pane]"
 #: What the page reads off the image on screen (the first viewport).
 SHOWN_IMAGE = """() => {
   const viewport = window.cornerstone.getEnabledElements()[0].viewport;
@@ -70,9 +76,24 @@ def browser():
 @pytest.fixture(scope="module")
 def archive(viewer, tmp_path_factory) -> str:
     """``pacs serve`` with the sample studies, its web root URL."""
-    data_dir = tmp_path_factory.mktemp("viewer") / "var"
+    yield from serve(tmp_path_factory.mktemp("viewer") / "var", SAMPLES)
+
+
+@pytest.fixture(scope="module")
+def long_ct_archive(viewer, tmp_path_factory) -> str:
+    """``pacs serve`` holding one 300-slice chest CT."""
+    folder = tmp_path_factory.mktemp("ct300")
+    files = folder / "files"
+    files.mkdir()
+    for number, dataset in enumerate(ct_chest_series(LONG_CT_SLICES), start=1):
+        dataset.save_as(files / f"{number:04d}.dcm", enforce_file_format=True)
+    yield from serve(folder / "var", files)
+
+
+def serve(data_dir: Path, studies: Path):
+    """Import ``studies``, run ``pacs serve`` on them, yield its web root URL."""
     subprocess.run([sys.executable, "-m", "pacs.cli", "import", "--quiet", "--data-dir",
-                    str(data_dir), str(SAMPLES)], capture_output=True, check=False)
+                    str(data_dir), str(studies)], capture_output=True, check=False)
     port = free_port()
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_HTTP_PORT": str(port),
            "PACS_DICOM_PORT": str(free_port()), "PACS_DICOM_HOST": "127.0.0.1",
@@ -187,7 +208,7 @@ def test_the_opened_ct_shows_the_stored_pixel_values(session, archive):
 def test_scrolling_shows_another_slice(session, archive):
     open_ct(session, archive)
     first = session.page.evaluate(SHOWN_IMAGE)
-    session.page.locator(".cornerstone-viewport-element, [data-cy=viewport-pane]").first.hover()
+    session.page.locator(VIEWPORT).first.hover()
     for _ in range(5):
         session.page.mouse.wheel(0, 120)
     session.page.wait_for_function(
@@ -243,3 +264,28 @@ def test_the_landing_page_leads_into_the_viewer(session, archive):
     session.page.wait_for_selector("[data-cy^=studyRow-]", timeout=60_000)
     assert session.page.url.rstrip("/") == f"{archive}/viewer"
     session.screenshot("landing-page-to-viewer")
+
+
+def test_a_300_slice_ct_over_a_slow_link_draws_and_scrolls(browser, long_ct_archive):
+    slow = Session(browser)
+    try:
+        cdp = slow.context.new_cdp_session(slow.page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", SLOW_LINK)
+        slow.page.goto(f"{long_ct_archive}/viewer/viewer?StudyInstanceUIDs={CT_STUDY}")
+        wait_for_image(slow)
+        first = slow.page.evaluate(SHOWN_IMAGE)
+        assert first["count"] == LONG_CT_SLICES
+        slow.page.locator(VIEWPORT).first.hover()
+        for _ in range(3):
+            slow.page.mouse.wheel(0, 120)
+        slow.page.wait_for_function(
+            "index => window.cornerstone.getEnabledElements()[0].viewport"
+            ".getCurrentImageIdIndex() !== index", arg=first["index"], timeout=60_000)
+        wait_for_image(slow)
+        later = slow.page.evaluate(SHOWN_IMAGE)
+        slow.screenshot("ct-300-slices-slow-link")
+        assert later["pixels"] != first["pixels"]
+        assert slow.failures == []
+    finally:
+        slow.close()

@@ -179,6 +179,23 @@ def test_a_native_frame_is_the_pixel_data_as_stored(client):
     assert body == dataset.PixelData
 
 
+def test_a_native_frame_is_gzipped_for_a_client_that_accepts_it(client):
+    path, dataset = ct_instance_path(client)
+    response = client.get(path + "/frames/1", headers={"Accept": OCTETS_AS_STORED,
+                                                       "Accept-Encoding": "gzip"})
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in response.headers["Vary"]
+    response.data = gzip.decompress(response.data)
+    ((_, body),) = parts(response)
+    assert body == dataset.PixelData
+
+
+def test_a_compressed_frame_is_sent_as_it_is_even_to_a_gzip_client(client):
+    response = client.get(jpeg2000_path(client) + "/frames/1",
+                          headers={"Accept": OCTETS_AS_STORED, "Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in response.headers
+
+
 def test_a_compressed_frame_as_stored_is_the_encapsulated_frame(client):
     response = client.get(jpeg2000_path(client) + "/frames/1",
                           headers={"Accept": OCTETS_AS_STORED})

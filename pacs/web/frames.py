@@ -23,6 +23,7 @@ A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import uuid
@@ -53,6 +54,8 @@ ROWS, COLUMNS, BITS_ALLOCATED = 0x00280010, 0x00280011, 0x00280100
 SAMPLES_PER_PIXEL, NUMBER_OF_FRAMES = 0x00280002, 0x00280008
 #: Tags (8 hex digits) and 1-based item numbers, as pacs.header writes BulkDataURIs.
 _BULK_PATH = re.compile(r"[0-9A-Fa-f]{8}(/[1-9][0-9]{0,5}/[0-9A-Fa-f]{8})*")
+#: zlib level for native frames: level 1 already halves a CT frame; higher levels gain ~1 %.
+FRAME_GZIP_LEVEL = 1
 #: Most frames one request may name (a cine loop of a few hundred is the largest real use).
 MAX_FRAMES = 4096
 
@@ -215,7 +218,20 @@ def _multipart(values: list[bytes], syntax: UID | None) -> Response:
     response = Response(body, content_type=(
         f'multipart/related; type="application/octet-stream"; boundary={boundary}'))
     response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    if syntax is not None and not syntax.is_compressed:
+        _gzip_if_accepted(response)
     return response
+
+
+def _gzip_if_accepted(response: Response) -> None:
+    """Native pixels, gzipped for a browser that accepts it: lossless, about half the bytes
+    of a CT or MR frame for ~10 ms of one core per 512×512 frame, which a 10 Mbit/s link
+    repays many times over (a compressed transfer syntax is sent as it is)."""
+    response.vary.add("Accept-Encoding")
+    if "gzip" not in request.accept_encodings:
+        return
+    response.set_data(gzip.compress(response.get_data(), compresslevel=FRAME_GZIP_LEVEL))
+    response.headers["Content-Encoding"] = "gzip"
 
 
 def _frame_numbers(text: str) -> list[int] | None:
