@@ -156,6 +156,13 @@ class Settings:
             "URLs in responses; empty means the address each request came to."
         ),
     )
+    http_access_log: str = field(
+        default="",
+        metadata=_help(
+            "Where the web service logs each request (method, path, status, bytes, time): "
+            "a file, - for standard error; empty for no request log."
+        ),
+    )
     archive_name: str = field(
         default="Filmless PACS",
         metadata=_help("The archive's name, as the landing page and the viewer show it."),

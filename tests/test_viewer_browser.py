@@ -97,15 +97,38 @@ def serve(data_dir: Path, studies: Path):
     port = free_port()
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_HTTP_PORT": str(port),
            "PACS_DICOM_PORT": str(free_port()), "PACS_DICOM_HOST": "127.0.0.1",
-           "PACS_WORKERS": "1", "PACS_HTTP_WORKERS": "2", "PACS_VIEWER_DIR": str(VIEWER_DIR)}
+           "PACS_WORKERS": "1", "PACS_HTTP_WORKERS": "2", "PACS_VIEWER_DIR": str(VIEWER_DIR),
+           "PACS_HTTP_ACCESS_LOG": str(data_dir.parent / ACCESS_LOG)}
     with (data_dir.parent / "serve.log").open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "pacs.cli", "serve"], env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", data_dir.parent / ACCESS_LOG)
     finally:
         stop_process(process)
+
+
+ACCESS_LOG = "access.log"
+
+
+class Served(str):
+    """The web root URL of a running ``pacs serve``, which also knows its request log."""
+
+    def __new__(cls, url: str, access_log: Path) -> Served:
+        served = super().__new__(cls, url)
+        served.access_log = access_log
+        return served
+
+    def failed_dicomweb_requests(self) -> list[str]:
+        """Every DICOMweb request the archive answered with a 4xx or 5xx, so far.
+
+        Read from the archive's side: the viewer fetches frames and thumbnails from web
+        workers, whose requests the page's own events do not show.
+        """
+        lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
+        return [line for line in lines
+                if re.search(r'"GET /dicom-web/\S* HTTP/[0-9.]+" [45]\d\d ', line)]
 
 
 class Session:
@@ -193,6 +216,7 @@ def test_the_study_list_finds_a_vietnamese_name_typed_without_accents(session, a
     assert "Nguyễn" in rows.first.inner_text()
     session.screenshot("study-list-nguyen-van-an")
     assert session.failures == []
+    assert archive.failed_dicomweb_requests() == []
 
 
 def test_the_opened_ct_shows_the_stored_pixel_values(session, archive):
@@ -203,6 +227,7 @@ def test_the_opened_ct_shows_the_stored_pixel_values(session, archive):
     assert np.array_equal(pixels, stored_pixels(shown["imageId"], shown["scaled"]))
     assert pixels.std() > 0  # an image, not a blank frame
     assert session.failures == []
+    assert archive.failed_dicomweb_requests() == []
 
 
 def test_scrolling_shows_another_slice(session, archive):
@@ -222,6 +247,7 @@ def test_scrolling_shows_another_slice(session, archive):
     pixels = np.array(later["pixels"], dtype=np.float64).reshape(later["rows"], later["columns"])
     assert np.array_equal(pixels, stored_pixels(later["imageId"], later["scaled"]))
     assert session.failures == []
+    assert archive.failed_dicomweb_requests() == []
 
 
 @pytest.mark.parametrize("typed", ["nguyen van an", "tran thi bich", "le hoang minh"])
@@ -244,6 +270,7 @@ def test_every_sample_study_opens_with_each_series_drawn(session, archive, typed
                               stored_pixels(shown["imageId"], shown["scaled"]))
     session.screenshot(f"study-{typed.replace(' ', '-')}")
     assert session.failures == []
+    assert archive.failed_dicomweb_requests() == []
 
 
 def test_the_interface_follows_a_vietnamese_browser(browser, archive):
@@ -253,6 +280,7 @@ def test_the_interface_follows_a_vietnamese_browser(browser, archive):
         vietnamese.page.wait_for_selector("text=Tên Bệnh nhân", timeout=60_000)
         vietnamese.screenshot("study-list-vietnamese")
         assert vietnamese.failures == []
+        assert archive.failed_dicomweb_requests() == []
     finally:
         vietnamese.close()
 
@@ -287,5 +315,6 @@ def test_a_300_slice_ct_over_a_slow_link_draws_and_scrolls(browser, long_ct_arch
         slow.screenshot("ct-300-slices-slow-link")
         assert later["pixels"] != first["pixels"]
         assert slow.failures == []
+        assert long_ct_archive.failed_dicomweb_requests() == []
     finally:
         slow.close()

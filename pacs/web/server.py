@@ -28,6 +28,8 @@ from pacs.config import Settings
 
 #: Threads per web worker: requests wait on the disk, the database and the network.
 THREADS = 4
+#: One line per request: client, time, request line, status, bytes sent, microseconds.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(r)s" %(s)s %(B)s %(D)s'
 #: Seconds a stopping worker has to finish its requests (a large WADO-RS study, later).
 GRACEFUL_TIMEOUT = 30
 #: A web service that ran this long before dying is restarted at once; one that died sooner
@@ -55,6 +57,9 @@ class WebApplication(BaseApplication):  # type: ignore[misc]
         self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT)
         self.cfg.set("proc_name", "pacs-web")
         self.cfg.set("when_ready", _announce)
+        if settings.http_access_log:
+            self.cfg.set("accesslog", settings.http_access_log)
+            self.cfg.set("access_log_format", ACCESS_LOG_FORMAT)
 
     def load(self) -> Flask:
         from pacs.web import create_app

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Viewer benchmark: what a radiologist waits for in OHIF, from the archive and from Orthanc.
+
+What is measured
+----------------
+Two generated CT studies of ``--slices`` 512×512 16-bit slices (one for a first visit, one for
+a returning user) are loaded into the archive and into Orthanc 1.10.1 with its DICOMweb
+plugin (started as ../shared/ANCHORS.md says). Headless Chromium (Debian's, driven by
+Playwright) opens the archive's OHIF Viewer on each study through one same-origin reverse
+proxy on loopback: ``/viewer/`` always comes from the archive, ``/dicom-web/`` from the
+server under test, so OHIF, its configuration and the browser are the same for both and only
+the DICOMweb answers differ. For each server, link and visit:
+
+* **first image**: from navigation start to the first slice on screen (Cornerstone holds it);
+* **whole series**: until every slice of the series is loaded (OHIF prefetches the stack);
+
+on loopback and on a provincial link emulated by Chromium (``Network.emulateNetworkConditions``:
+10 Mbit/s each way, 100 ms latency); for a **first visit** (an empty browser cache: the viewer's
+files come pre-gzipped with long-lived cache headers) and a **returning user** (viewer files
+cached, the second study never seen).
+
+Targets (issue 5): first image < 1 s on loopback and < 2 s on the slow link for a returning
+user; the whole series viewable in under half of Orthanc's time on the slow link.
+
+    python scripts/bench/viewer.py                   # 300 slices
+    python scripts/bench/viewer.py --slices 100 --no-orthanc
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from web import DICOMWEB_PLUGIN, LOOPBACK, ORTHANC, Archive, Orthanc, generate_series, say
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+SLOW_LINK = {"offline": False, "latency": 100, "downloadThroughput": 10e6 / 8,
+             "uploadThroughput": 10e6 / 8}
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailers", "transfer-encoding", "upgrade"}
+FIRST_IMAGE = """() => { const e = window.cornerstone && window.cornerstone.getEnabledElements();
+  const v = e && e.length && e[0].viewport; return Boolean(v && v.getCornerstoneImage()); }"""
+ALL_LOADED = """() => { const v = window.cornerstone.getEnabledElements()[0].viewport;
+  return v.getImageIds().every(id => window.cornerstone.cache.isLoaded(id)); }"""
+
+
+# -- the same-origin proxy ----------------------------------------------------------------------
+
+
+class Proxy(ThreadingHTTPServer):
+    """``/dicom-web/…`` to ``dicomweb_port``, everything else to ``viewer_port``."""
+
+    daemon_threads = True
+
+    def __init__(self, viewer_port: int, dicomweb_port: int) -> None:
+        self.viewer_port, self.dicomweb_port = viewer_port, dicomweb_port
+        super().__init__((LOOPBACK, 0), _Forward)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _Forward(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Proxy
+
+    def do_GET(self) -> None:  # the name http.server calls
+        port = self.server.dicomweb_port if self.path.startswith("/dicom-web/") \
+            else self.server.viewer_port
+        upstream = getattr(self, "_upstreams", {}).get(port)
+        if upstream is None:
+            upstream = http.client.HTTPConnection(LOOPBACK, port, timeout=300)
+            self._upstreams = {**getattr(self, "_upstreams", {}), port: upstream}
+        headers = {name: value for name, value in self.headers.items()
+                   if name.lower() not in HOP_BY_HOP}
+        upstream.request("GET", self.path, headers=headers)
+        answer = upstream.getresponse()
+        body = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def open_study(browser: Any, context: Any, url: str, slow: bool) -> tuple[float, float]:
+    """Seconds to the first image and to the whole series, for one study."""
+    page = context.new_page()
+    if slow:
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", SLOW_LINK)
+    start = time.perf_counter()
+    page.goto(url, wait_until="commit")
+    page.wait_for_function(FIRST_IMAGE, polling="raf", timeout=600_000)
+    first = time.perf_counter() - start
+    page.wait_for_function(ALL_LOADED, polling=100, timeout=1_800_000)
+    whole = time.perf_counter() - start
+    page.close()
+    return first, whole
+
+
+def run(args: argparse.Namespace, scratch: Path) -> dict[str, dict[str, tuple[float, float]]]:
+    from playwright.sync_api import sync_playwright
+
+    say(f"generating two CT studies of {args.slices} slices ...")
+    studies = [generate_series(args.slices) for _ in range(2)]
+    files = [item for _, _, series in studies for item in series]
+    os.environ["PACS_VIEWER_DIR"] = str(ROOT / "var" / "viewer")
+    archive = Archive(scratch / "pacs")
+    servers: list[Any] = [archive]
+    if not args.no_orthanc and os.access(ORTHANC, os.X_OK) and os.path.exists(DICOMWEB_PLUGIN):
+        servers.append(Orthanc(scratch / "orthanc"))
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    try:
+        archive.load(files)
+        archive.start()
+        for server in servers[1:]:
+            server.start()
+            server.load(files)
+        say("servers loaded")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for server in servers:
+                proxy = Proxy(archive.http_port, server.http_port)
+                base = f"http://{LOOPBACK}:{proxy.port}/viewer/viewer?StudyInstanceUIDs="
+                for slow in (False, True):
+                    link = "10 Mbit/s, 100 ms" if slow else "loopback"
+                    context = browser.new_context(viewport={"width": 1400, "height": 900})
+                    for visit, (study, _, _) in zip(("first visit", "returning user"),
+                                                    studies, strict=True):
+                        measured = open_study(browser, context, base + study, slow)
+                        results.setdefault(server.name, {})[f"{link}, {visit}"] = measured
+                        say(f"{server.name}, {link}, {visit}: first image {measured[0]:.2f} s, "
+                            f"whole series {measured[1]:.1f} s")
+                    context.close()
+                proxy.shutdown()
+            browser.close()
+    finally:
+        for server in servers:
+            server.stop()
+    return results
+
+
+def report(args: argparse.Namespace, results: dict[str, dict[str, tuple[float, float]]]) -> None:
+    print(f"\nOHIF Viewer, a CT series of {args.slices} × 512×512 slices "
+          "(first image / whole series, seconds)\n")
+    print(f"{'link, visit':<34} {'archive':>16} {'Orthanc':>16}")
+    for case in results.get("archive", {}):
+        cells = [f"{results[name][case][0]:.2f} / {results[name][case][1]:.1f}"
+                 if case in results.get(name, {}) else "-" for name in ("archive", "Orthanc")]
+        print(f"{case:<34} {cells[0]:>16} {cells[1]:>16}")
+    mine, theirs = results.get("archive", {}), results.get("Orthanc", {})
+    print("\ntargets:")
+    first = mine["loopback, returning user"][0]
+    print(f"  first image, loopback, returning user   {first:.2f} s < 1 s  "
+          f"{'MET' if first < 1 else 'MISS'}")
+    first = mine["10 Mbit/s, 100 ms, returning user"][0]
+    print(f"  first image, slow link, returning user  {first:.2f} s < 2 s  "
+          f"{'MET' if first < 2 else 'MISS'}")
+    if theirs:
+        ratio = (mine["10 Mbit/s, 100 ms, returning user"][1]
+                 / theirs["10 Mbit/s, 100 ms, returning user"][1])
+        print(f"  whole series on the slow link / Orthanc  {ratio:.2f} < 0.5  "
+              f"{'MET' if ratio < 0.5 else 'MISS'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slices", type=int, default=300, help="slices per CT series")
+    parser.add_argument("--no-orthanc", action="store_true", help="do not run Orthanc")
+    parser.add_argument("--scratch", type=Path, default=None, help="folder for the data")
+    args = parser.parse_args(argv)
+    if not os.access(CHROMIUM, os.X_OK):
+        print(f"{CHROMIUM} missing (scripts/install_system_deps.sh)", file=sys.stderr)
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="pacs-viewer-bench-", dir=args.scratch))
+    try:
+        report(args, run(args, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
