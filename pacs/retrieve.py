@@ -53,7 +53,7 @@ from pacs.query import (
 )
 from pacs.query.keys import Key, find_key
 from pacs.query.matching import parse_value
-from pacs.storage.index import Index, StoredInstance
+from pacs.storage.index import STORAGE_COLUMNS, Index, StoredInstance
 from pacs.storage.objects import CHUNK_SIZE, ObjectStore
 from pacs.storage.schema import instances
 from pacs.storage.sql import Database
@@ -64,15 +64,7 @@ log = logging.getLogger(__name__)
 UNIQUE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 #: What :func:`resolve` reads for each instance: the UIDs as query return keys...
 _RETURNED_UIDS = ("SOPInstanceUID", "SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID")
-#: ...and where the bytes are, straight from the instance row.
-_STORAGE_COLUMNS = (
-    instances.c.transfer_syntax_uid,
-    instances.c.object_key,
-    instances.c.size,
-    instances.c.sha256,
-    instances.c.pixel_data_offset,
-    instances.c.pixel_data_length,
-)
+#: ...and where the bytes are, straight from the instance row (STORAGE_COLUMNS).
 
 
 class TranscodeError(ValueError):
@@ -274,7 +266,7 @@ def resolve_statement(query: Query, dialect: str) -> Select[tuple[object, ...]]:
     """The SELECT :func:`resolve` runs (exposed so that tests can read its plan)."""
     if query.level is not Level.IMAGE:
         raise ValueError(f"resolve needs an IMAGE-level query, not {query.level.value}")
-    return build_statement(query, dialect).add_columns(*_STORAGE_COLUMNS)
+    return build_statement(query, dialect).add_columns(*STORAGE_COLUMNS)
 
 
 def open_instance(store: ObjectStore, instance: StoredInstance) -> BinaryIO:

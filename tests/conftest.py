@@ -9,14 +9,37 @@ test gets a fresh database and a fresh bucket.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pacs.config import Settings
 from pacs.scp.server import DicomReceiver
 from pacs.services import Services, open_services
-from peers import Dcmtk, PostgresCluster, S3Server, free_port, postgres_bindir, require_peer
+from pacs.viewer import ViewerInstallError, install_ohif
+from peers import (
+    VIEWER_DIR,
+    Dcmtk,
+    PostgresCluster,
+    S3Server,
+    free_port,
+    postgres_bindir,
+    require_peer,
+    under_ci,
+)
 
 BACKENDS = ("fs-sqlite", "s3-postgres")
+
+
+@pytest.fixture(scope="session")
+def ohif_viewer() -> Path:
+    """The pinned OHIF release, installed under VIEWER_DIR (npm fetches it once)."""
+    try:
+        return install_ohif(VIEWER_DIR)
+    except ViewerInstallError as exc:
+        if under_ci():
+            raise
+        pytest.skip(f"OHIF Viewer not installed: {exc}")
 
 
 @pytest.fixture(scope="session")

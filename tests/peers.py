@@ -25,6 +25,10 @@ import pytest
 LOOPBACK = "127.0.0.1"
 
 
+#: Where `make test` installs the OHIF Viewer (`pacs viewer install`), and tests serve it from.
+VIEWER_DIR = Path(__file__).resolve().parent.parent / "var" / "viewer"
+
+
 def under_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -21,12 +21,10 @@ import pydicom
 import pytest
 
 from pacs.sampledata import ct_chest_series
-from pacs.viewer import ViewerInstallError, install_ohif
-from peers import free_port, require_peer, stop_process, under_ci, wait_for_port
+from peers import VIEWER_DIR, free_port, require_peer, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_dicom"
-VIEWER_DIR = ROOT / "var" / "viewer"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -50,16 +48,6 @@ SHOWN_IMAGE = """() => {
 
 
 @pytest.fixture(scope="module")
-def viewer() -> Path:
-    try:
-        return install_ohif(VIEWER_DIR)
-    except ViewerInstallError as exc:
-        if under_ci():
-            raise
-        pytest.skip(f"OHIF Viewer not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
@@ -74,13 +62,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def archive(viewer, tmp_path_factory) -> str:
+def archive(ohif_viewer, tmp_path_factory) -> str:
     """``pacs serve`` with the sample studies, its web root URL."""
     yield from serve(tmp_path_factory.mktemp("viewer") / "var", SAMPLES)
 
 
 @pytest.fixture(scope="module")
-def long_ct_archive(viewer, tmp_path_factory) -> str:
+def long_ct_archive(ohif_viewer, tmp_path_factory) -> str:
     """``pacs serve`` holding one 300-slice chest CT."""
     folder = tmp_path_factory.mktemp("ct300")
     files = folder / "files"
@@ -195,6 +183,18 @@ def wait_for_image(session: Session) -> None:
         timeout=60_000)
 
 
+def scroll(session: Session, notches: int, shown: dict) -> dict:
+    """Turn the mouse wheel over the viewport; what it shows once it has left ``shown``."""
+    session.page.locator(VIEWPORT).first.hover()
+    for _ in range(notches):
+        session.page.mouse.wheel(0, 120)
+    session.page.wait_for_function(
+        "index => window.cornerstone.getEnabledElements()[0].viewport"
+        ".getCurrentImageIdIndex() !== index", arg=shown["index"], timeout=60_000)
+    wait_for_image(session)
+    return session.page.evaluate(SHOWN_IMAGE)
+
+
 def stored_pixels(image_id: str, scaled: bool) -> np.ndarray:
     """The pixel values of the sample file that ``image_id`` names, as Cornerstone holds
     them (modality values when it pre-scaled them)."""
@@ -233,14 +233,7 @@ def test_the_opened_ct_shows_the_stored_pixel_values(session, archive):
 def test_scrolling_shows_another_slice(session, archive):
     open_ct(session, archive)
     first = session.page.evaluate(SHOWN_IMAGE)
-    session.page.locator(VIEWPORT).first.hover()
-    for _ in range(5):
-        session.page.mouse.wheel(0, 120)
-    session.page.wait_for_function(
-        "index => window.cornerstone.getEnabledElements()[0].viewport"
-        ".getCurrentImageIdIndex() !== index", arg=first["index"], timeout=30_000)
-    wait_for_image(session)
-    later = session.page.evaluate(SHOWN_IMAGE)
+    later = scroll(session, 5, first)
     session.screenshot("ct-after-scrolling")
     assert later["imageId"] != first["imageId"]
     assert later["pixels"] != first["pixels"]
@@ -304,14 +297,7 @@ def test_a_300_slice_ct_over_a_slow_link_draws_and_scrolls(browser, long_ct_arch
         wait_for_image(slow)
         first = slow.page.evaluate(SHOWN_IMAGE)
         assert first["count"] == LONG_CT_SLICES
-        slow.page.locator(VIEWPORT).first.hover()
-        for _ in range(3):
-            slow.page.mouse.wheel(0, 120)
-        slow.page.wait_for_function(
-            "index => window.cornerstone.getEnabledElements()[0].viewport"
-            ".getCurrentImageIdIndex() !== index", arg=first["index"], timeout=60_000)
-        wait_for_image(slow)
-        later = slow.page.evaluate(SHOWN_IMAGE)
+        later = scroll(slow, 3, first)
         slow.screenshot("ct-300-slices-slow-link")
         assert later["pixels"] != first["pixels"]
         assert slow.failures == []

@@ -12,23 +12,15 @@ from pathlib import Path
 import pytest
 
 from pacs.ingest import Origin
-from pacs.viewer import ViewerInstallError, install_ohif
 from pacs.web import create_app
-from peers import under_ci
+from peers import VIEWER_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-VIEWER_DIR = ROOT / "var" / "viewer"
-SAMPLES = ROOT / "sample_dicom"
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_dicom"
 
 
-@pytest.fixture(scope="module")
-def installed() -> Path:
-    try:
-        return install_ohif(VIEWER_DIR)
-    except ViewerInstallError as exc:
-        if under_ci():
-            raise
-        pytest.skip(f"OHIF Viewer not installed: {exc}")
+@pytest.fixture
+def installed(ohif_viewer) -> Path:
+    return ohif_viewer
 
 
 @pytest.fixture

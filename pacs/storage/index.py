@@ -73,6 +73,17 @@ class _Pending:
     error: BaseException | None = field(default=None, repr=False)
 
 
+#: Where an instance's bytes are, as the instance row holds it: the fields of StoredInstance
+#: after its UIDs, in their order.
+STORAGE_COLUMNS = (
+    instances.c.transfer_syntax_uid,
+    instances.c.object_key,
+    instances.c.size,
+    instances.c.sha256,
+    instances.c.pixel_data_offset,
+    instances.c.pixel_data_length,
+)
+
 MAX_GROUP = 64  # instances per shared transaction; bounds how long the write lock is held
 CONFLICT_RETRIES = 5
 
@@ -135,12 +146,7 @@ class Index:
                 instances.c.sop_class_uid,
                 studies.c.study_uid,
                 series.c.series_uid,
-                instances.c.transfer_syntax_uid,
-                instances.c.object_key,
-                instances.c.size,
-                instances.c.sha256,
-                instances.c.pixel_data_offset,
-                instances.c.pixel_data_length,
+                *STORAGE_COLUMNS,
             )
             .join(series, instances.c.series_pk == series.c.pk)
             .join(studies, series.c.study_pk == studies.c.pk)

@@ -119,9 +119,7 @@ def _rendered(study: str, series: str, instance: str, frame: int) -> Response:
     if media_type is None:
         return error_response(406, "rendered images are image/jpeg or image/png")
     try:
-        window = _window(request.args.get("window"))
-        viewport = parse_viewport(request.args.get("viewport"))
-        quality = parse_quality(request.args.get("quality"))
+        window, viewport, quality = _rendering_parameters()
     except BadParameter as exc:
         return error_response(400, str(exc))
     services = services_of(current_app)
@@ -142,9 +140,7 @@ def _rendered_many(study: str, series: str | None) -> Response:
         return error_response(406, "rendered images are image/jpeg or image/png, alone or as "
                                    "the parts of multipart/related")
     try:
-        window = _window(request.args.get("window"))
-        viewport = parse_viewport(request.args.get("viewport"))
-        quality = parse_quality(request.args.get("quality"))
+        window, viewport, quality = _rendering_parameters()
     except BadParameter as exc:
         return error_response(400, str(exc))
     services = services_of(current_app)
@@ -179,6 +175,12 @@ def _rendered_parts(services: Services, found: list[StoredInstance], window: Win
         yield encode_image(image, media_type, quality)
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode("ascii")
+
+
+def _rendering_parameters() -> tuple[Window | None, tuple[int, int] | None, int]:
+    """The request's ``window``, ``viewport`` and ``quality``; BadParameter if malformed."""
+    return (_window(request.args.get("window")), parse_viewport(request.args.get("viewport")),
+            parse_quality(request.args.get("quality")))
 
 
 def _multipart_image_type(accept: str) -> str | None:
