@@ -336,7 +336,7 @@ def _collect(done: tuple[str, int, IngestResult], outcomes: Counter[IngestStatus
     return size
 
 
-# -- ls ---------------------------------------------------------------------------------------
+# -- viewer -----------------------------------------------------------------------------------
 
 
 def cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
@@ -354,6 +354,9 @@ def cmd_viewer(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"OHIF Viewer {OHIF_VERSION} installed in {folder}")
     return 0
+
+
+# -- ls ---------------------------------------------------------------------------------------
 
 
 def cmd_ls(settings: Settings, args: argparse.Namespace) -> int:
