@@ -104,13 +104,13 @@ def _ranged(value: bytes) -> Response:
 
 def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | None) -> Response:
     """The frames ``numbers`` (all when None) in the syntax the Accept header asks for."""
+    from pacs.web import services_of
+
     syntax = requested_syntax(request.headers.get("Accept", ""), "application/octet-stream")
     if syntax is None:
         return error_response(
             406, 'frames are sent as multipart/related; type="application/octet-stream" with '
                  f"transfer-syntax {AS_STORED} or {ExplicitVRLittleEndian}")
-    from pacs.web import services_of
-
     services = services_of(current_app)
     found = resolve_instance_metadata(services.index, study, series, instance)
     if found is None:

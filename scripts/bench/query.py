@@ -513,6 +513,26 @@ class ArchiveServer:
             self._process = None
 
 
+def orthanc_poster(http_port: int) -> Callable[[tuple[str, bytes]], None]:
+    """A function that POSTs one ``(SOP Instance UID, file)`` to Orthanc's ``/instances``
+    over a keep-alive connection of the calling thread; it raises if Orthanc refuses it."""
+    local = threading.local()
+
+    def post(item: tuple[str, bytes]) -> None:
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection(
+                LOOPBACK, http_port, timeout=120)
+        connection.request("POST", "/instances", body=item[1],
+                           headers={"Content-Type": "application/dicom"})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"Orthanc refused {item[0]}: {response.status} {body[:200]!r}")
+
+    return post
+
+
 class OrthancServer:
     """Debian's Orthanc, configured as ../shared/ANCHORS.md says, on free loopback ports."""
 
@@ -565,22 +585,8 @@ class OrthancServer:
 
     def upload(self, studies: Sequence[Study]) -> float:
         """POST every instance of ``studies`` to /instances; the seconds it took."""
-        local = threading.local()
-
-        def post(item: tuple[str, bytes]) -> None:
-            connection = getattr(local, "connection", None)
-            if connection is None:
-                connection = local.connection = http.client.HTTPConnection(
-                    LOOPBACK, self.http_port, timeout=120)
-            connection.request("POST", "/instances", body=item[1],
-                               headers={"Content-Type": "application/dicom"})
-            response = connection.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"Orthanc refused {item[0]}: {response.status} {body[:200]!r}")
-
         start = time.perf_counter()
-        in_threads(ORTHANC_UPLOADS, post, iter_instances(studies))
+        in_threads(ORTHANC_UPLOADS, orthanc_poster(self.http_port), iter_instances(studies))
         seconds = time.perf_counter() - start
         count = self._get("/statistics")["CountInstances"]
         expected = sum(item.instances for study in studies for item in study.series)

@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -198,22 +197,10 @@ class Orthanc(Server):
         _wait_for(self, "/studies?limit=1")
 
     def load(self, files: list[tuple[str, bytes]]) -> None:
-        local = threading.local()
-
-        def post(item: tuple[str, bytes]) -> None:
-            connection = getattr(local, "connection", None)
-            if connection is None:
-                connection = local.connection = http.client.HTTPConnection(
-                    LOOPBACK, self.http_port, timeout=120)
-            connection.request("POST", "/instances", body=item[1],
-                               headers={"Content-Type": "application/dicom"})
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"Orthanc refused {item[0]}: {response.status}")
+        from query import orthanc_poster
 
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(post, files))
+            list(pool.map(orthanc_poster(self.http_port), files))
 
 
 def _wait_for(server: Server, path: str) -> None:
