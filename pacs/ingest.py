@@ -1,6 +1,6 @@
 """The one ingest path: every instance enters the archive through :meth:`Ingestor.ingest`.
 
-C-STORE, ``pacs import`` (and later STOW-RS and peer imports) hand over the bytes of a Part-10
+C-STORE, ``pacs import`` and STOW-RS (and later peer imports) hand over the bytes of a Part-10
 file and an :class:`Origin`; they get back an :class:`IngestResult` and only translate it into
 their protocol. In order, and why:
 
@@ -10,21 +10,23 @@ their protocol. In order, and why:
    an image.
 2. **Validate** the Study, Series and SOP Instance UIDs (digits and dots, at most 64
    characters, no empty component) and the SOP class, before any I/O.
-3. **Skip known instances**: a SOP Instance UID already indexed is reported as already stored
-   and nothing is written (the first copy wins).
-4. **Write the object** under a key made from the SHA-256 of the bytes
-   (:mod:`pacs.storage.keys`); the store makes it durable before returning. The same bytes give
-   the same key, so a re-send is a no-op write. (Overlapping this write with the header work
-   on a second thread was measured slower: the GIL hand-off costs more than it hides.)
-5. **Index it** once the object is durable, in one transaction
-   (:meth:`pacs.storage.index.Index.add_instance`, which shares the transaction with
-   concurrent callers: group commit).
-6. **Only then report success.**
+3. **Stage the object** under a key made from the SHA-256 of the bytes
+   (:mod:`pacs.storage.keys`): its bytes are durable but not yet visible under the key. The
+   same bytes give the same key, so a re-send of the same file writes nothing.
+4. **Group commit** (:mod:`pacs.groupcommit`): callers that arrive while another commit runs
+   wait, and the next one commits them all at once. For the group, the commit drops the
+   instances whose SOP Instance UID is already indexed (reported as already stored, their
+   staged bytes discarded: the first copy wins; on S3, where a PUT is visible at once, they
+   stay as an unreferenced object for the sweep), **publishes** the other objects (each
+   folder synced once for the group), and then **indexes** them in one transaction
+   (:meth:`pacs.storage.index.Index.add_instances`). A disk flush costs the same for one
+   instance or twenty, so concurrent associations share them instead of queueing for them.
+5. **Only then report success**, to each caller for its own instance.
 
-If step 5 fails the object is merely unreferenced: it is never visible, and a sweep (an admin
-command still to come; :meth:`Index.all_object_keys` is its input) can remove or re-index
-unreferenced objects older than a grace period. Nothing on this path
-ever deletes an object, so no failure here can destroy an archived copy.
+If step 4 fails after publishing, the objects are merely unreferenced: they are never visible,
+and a sweep (an admin command still to come; :meth:`Index.all_object_keys` is its input) can
+remove or re-index unreferenced objects older than a grace period. Nothing on this path ever
+deletes a published object, so no failure here can destroy an archived copy.
 
 Rules for files that are not clean Part-10 instances (documented, tested on pydicom's corpus):
 a file without the preamble and ``DICM`` prefix, or whose file meta has no TransferSyntaxUID,
@@ -40,6 +42,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
@@ -65,10 +68,11 @@ from pacs.errors import (
     StorageUnavailable,
     UnsupportedSOPClass,
 )
+from pacs.groupcommit import GroupCommit
 from pacs.header import Header, read_header
 from pacs.storage.index import Index, InstanceRecord
 from pacs.storage.keys import instance_key
-from pacs.storage.objects import ObjectStore
+from pacs.storage.objects import ObjectStore, StagedObject
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ SOP_INSTANCE_UID = 0x00080018
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+MAX_GROUP = 64  # instances per group commit; bounds how long the index's write lock is held
 
 
 class IngestStatus(Enum):
@@ -141,15 +146,32 @@ def validate_uid(value: Any, keyword: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    """One instance read, checked and staged, waiting for its group commit."""
+
+    record: InstanceRecord
+    staged: StagedObject
+
+    @property
+    def sop_uid(self) -> str:
+        return self.record.instance["sop_instance_uid"]
+
+
 class Ingestor:
     """The ingest path bound to one object store and one index."""
 
     def __init__(self, store: ObjectStore, index: Index) -> None:
         self.store = store
         self.index = index
+        self._commits: GroupCommit[_Arrival, bool | Exception] = GroupCommit(
+            self._commit, MAX_GROUP)
 
     def ingest(self, data: bytes | BinaryIO, origin: Origin) -> IngestResult:
         """Archive one Part-10 instance; never raises for bad input or backend failures.
+
+        Safe to call from many threads at once: callers that arrive together share one
+        object-store flush and one index transaction.
 
         Parameters
         ----------
@@ -176,14 +198,14 @@ class Ingestor:
             _check_sop_class(sop_class)
             done = {"sop_instance_uid": sop_uid, "sop_class_uid": sop_class,
                     "study_uid": study_uid, "series_uid": series_uid, "size": len(data)}
-            if self.index.has_instance(sop_uid):
-                return IngestResult(IngestStatus.ALREADY_STORED, **done)
             digest = hashlib.sha256(data).hexdigest()
             key = instance_key(digest)
             record = _record(header, key, digest, len(data), origin)
-            self.store.put(key, data)  # durable when this returns
-            added = self.index.add_instance(record)
-            status = IngestStatus.STORED if added else IngestStatus.ALREADY_STORED
+            staged = self.store.stage(key, data)  # its bytes durable, not yet visible
+            outcome = self._commits.submit(_Arrival(record, staged))
+            if isinstance(outcome, Exception):
+                raise outcome
+            status = IngestStatus.STORED if outcome else IngestStatus.ALREADY_STORED
             log.debug("%s %s from %s (%d bytes)", status.value, sop_uid, origin, len(data))
             return IngestResult(status, **done)
         except UnsupportedSOPClass as exc:
@@ -199,6 +221,22 @@ class Ingestor:
         except Exception as exc:  # the path must answer every sender, whatever went wrong
             log.exception("unexpected error while archiving %s from %s", sop_uid, origin)
             return IngestResult(IngestStatus.FAILED, sop_uid, reason=f"internal error: {exc}")
+
+    def _commit(self, arrivals: Sequence[_Arrival]) -> list[bool | Exception]:
+        """Make a group of staged instances visible: objects first, then the index.
+
+        Run by one caller on behalf of everyone in the group. An instance whose SOP Instance
+        UID is indexed already is dropped before anything is published (the first copy
+        wins); the others' objects are published, durably, before the index transaction that
+        refers to them commits, so a crash in between leaves an unreferenced object, never
+        a row pointing at nothing.
+        """
+        known = self.index.indexed_instances([arrival.sop_uid for arrival in arrivals])
+        self.store.discard([arrival.staged for arrival in arrivals if arrival.sop_uid in known])
+        fresh = [arrival for arrival in arrivals if arrival.sop_uid not in known]
+        self.store.publish([arrival.staged for arrival in fresh])
+        added = iter(self.index.add_instances([arrival.record for arrival in fresh]))
+        return [False if arrival.sop_uid in known else next(added) for arrival in arrivals]
 
 
 def _read_header(data: bytes) -> Header:

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from pacs.errors import ObjectNotFound
-from pacs.storage.filesystem import FilesystemObjectStore
+from pacs.storage.filesystem import FANOUT_MARKER, FilesystemObjectStore
 from pacs.storage.keys import digest_of_key, instance_key, is_valid_key
 from pacs.storage.objects import ObjectStore, open_object_store
 
@@ -111,8 +111,41 @@ def test_filesystem_write_leaves_no_temp_file(tmp_path):
     store = FilesystemObjectStore(tmp_path / "objects")
     data = os.urandom(1000)
     store.put(key_for(data), data)
-    files = [p for p in (tmp_path / "objects").rglob("*") if p.is_file()]
-    assert [p.name for p in files] == [hashlib.sha256(data).hexdigest()]
+    assert [p.name for p in _files(tmp_path / "objects")] == [hashlib.sha256(data).hexdigest()]
+
+
+def test_filesystem_store_makes_every_fan_out_folder_at_creation(tmp_path):
+    FilesystemObjectStore(tmp_path / "objects")
+    folders = sorted(p.name for p in (tmp_path / "objects" / "instances").iterdir()
+                     if p.is_dir())
+    assert len(folders) == 4096
+    assert folders[0] == "000" and folders[-1] == "fff"
+
+
+def test_filesystem_store_remakes_a_fan_out_folder_removed_by_hand(tmp_path):
+    store = FilesystemObjectStore(tmp_path / "objects")
+    data = os.urandom(1000)
+    key = key_for(data)
+    (tmp_path / "objects" / key).parent.rmdir()
+    store.put(key, data)
+    assert store.read_range(key, 0, len(data)) == data
+
+
+def test_staged_object_is_invisible_until_published(tmp_path):
+    store = FilesystemObjectStore(tmp_path / "objects")
+    data = os.urandom(1000)
+    staged = store.stage(key_for(data), data)
+    assert not store.exists(staged.key)
+    assert list(store.list()) == []
+    store.publish([staged])
+    assert store.read_range(staged.key, 0, len(data)) == data
+
+
+def test_discarded_staged_object_leaves_nothing(tmp_path):
+    store = FilesystemObjectStore(tmp_path / "objects")
+    data = os.urandom(1000)
+    store.discard([store.stage(key_for(data), data)])
+    assert _files(tmp_path / "objects") == []
 
 
 def test_filesystem_failed_write_leaves_no_object(tmp_path, monkeypatch):
@@ -129,7 +162,7 @@ def test_filesystem_failed_write_leaves_no_object(tmp_path, monkeypatch):
         store.put(key_for(data), data)
     monkeypatch.undo()
     assert not store.exists(key_for(data))
-    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
+    assert _files(tmp_path / "objects") == []
 
 
 def test_read_range_returns_those_bytes_and_stops_at_the_end(store):
@@ -140,3 +173,24 @@ def test_read_range_returns_those_bytes_and_stops_at_the_end(store):
     assert store.read_range(key_for(data), 200_000, 10) == b""
     with pytest.raises(ObjectNotFound):
         store.read_range(key_for(b"never stored"), 0, 10)
+
+
+def _files(root):
+    """The files under a store's root, but its fan-out marker."""
+    return [p for p in root.rglob("*") if p.is_file() and p.name != FANOUT_MARKER]
+
+
+def test_publishing_a_group_syncs_each_folder_once(tmp_path, monkeypatch):
+    store = FilesystemObjectStore(tmp_path / "objects")
+    by_folder = {}
+    while not any(len(blobs) >= 2 for blobs in by_folder.values()):  # two keys, one folder
+        data = os.urandom(64)
+        by_folder.setdefault(key_for(data).rsplit("/", 1)[0], []).append(data)
+    same_folder = next(blobs for blobs in by_folder.values() if len(blobs) >= 2)[:2]
+    other = next(blobs for blobs in by_folder.values() if len(blobs) == 1)
+    staged = [store.stage(key_for(data), data) for data in [*same_folder, *other]]
+    synced = []
+    monkeypatch.setattr("pacs.storage.filesystem._fsync_dir", synced.append)
+    store.publish(staged)
+    assert sorted(synced) == sorted({(tmp_path / "objects" / s.key).parent for s in staged})
+    assert len(synced) == 2

@@ -77,6 +77,7 @@ PINNED = {
     "DULServiceProvider._process_recv_primitive": (
         DULServiceProvider._process_recv_primitive, "4c0ebbb3e646e35e"),
     "P_DATA_TF._generate_items": (P_DATA_TF._generate_items, "55a5deea47745b72"),
+    "utils.set_uid": (pynetdicom.utils.set_uid, "f917a8035170f792"),
 }
 
 
@@ -322,3 +323,19 @@ def test_stopping_closes_a_connection_that_never_asked_for_an_association(stub):
         idle.settimeout(20)
         assert idle.recv(1) == b""  # closed by the receiver (no A-ABORT: none is due)
     assert wait_until(lambda: not acceptor.active_associations)
+
+
+def test_remembered_uid_conversion_validates_like_pynetdicom():
+    from pacs.scp.uids import remember_uids, remembered_set_uid
+
+    remember_uids()
+    assert pynetdicom.presentation.set_uid is remembered_set_uid
+    uid = remembered_set_uid("1.2.840.10008.1.1", "abstract_syntax")
+    assert uid == "1.2.840.10008.1.1" and isinstance(uid, pydicom.uid.UID)
+    padded = b"1.2.840.10008.1.2\x00"
+    assert remembered_set_uid(padded, "x") == pynetdicom.utils.set_uid(padded, "x")
+    assert remembered_set_uid(None, "x") is None
+    too_long = "1." + "2" * 70
+    for _ in range(2):  # an invalid UID is refused every time, never remembered as valid
+        with pytest.raises(ValueError, match="64 characters"), pytest.warns(UserWarning):
+            remembered_set_uid(too_long, "abstract_syntax")

@@ -45,6 +45,7 @@ from pacs.scp.commitment import CommitmentReporter
 from pacs.scp.reactor import ReceiverRequestHandler
 from pacs.scp.retrieve import configure_retrieve, retrieve_handlers
 from pacs.scp.tls import server_context
+from pacs.scp.uids import remember_uids
 from pacs.scp.wakeup import WakeupPipe
 from pacs.scp.workers import AcceptGate, SoleReceiver, bind_listener
 from pacs.services import Services
@@ -206,6 +207,7 @@ class ReceiverServer(ThreadedAssociationServer):
 
 def build_ae(settings: Settings) -> AE:
     """The Application Entity with the receiver's contexts and limits from the settings."""
+    remember_uids()
     ae = AE(ae_title=settings.aet)
     ae.require_called_aet = True
     ae.maximum_associations = settings.max_associations

@@ -12,6 +12,7 @@ second line of defence against path traversal.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 INSTANCE_PREFIX = "instances/"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -30,6 +31,12 @@ def instance_key(sha256_hex: str) -> str:
     if not _SHA256_HEX.match(sha256_hex):
         raise ValueError("an instance key is made from a SHA-256 hex digest")
     return f"{INSTANCE_PREFIX}{sha256_hex[:FANOUT_DIGITS]}/{sha256_hex}"
+
+
+def fanout_folders() -> Iterator[str]:
+    """The folders instance keys are spread over (``instances/000`` ... ``instances/fff``)."""
+    for number in range(16**FANOUT_DIGITS):
+        yield f"{INSTANCE_PREFIX}{number:0{FANOUT_DIGITS}x}"
 
 
 def is_valid_key(key: str) -> bool:

@@ -1,19 +1,32 @@
 """The object-store protocol every backend implements, and the factory that picks one.
 
-Seven methods and nothing vendor-specific: ``put`` (atomic: a reader sees the whole object or
-none), ``open`` (a stream), ``read_range`` (some bytes from the middle: one frame of an
-instance), ``exists``, ``size``, ``delete`` and ``list`` (keys by prefix).
-Keys come only from :mod:`pacs.storage.keys`; backends refuse anything else.
+Nothing vendor-specific: ``put`` (atomic: a reader sees the whole object or none), or the same
+in two steps for the ingest path's group commit (``stage`` the bytes durably, then ``publish``
+many staged objects at once, or ``discard`` them), ``open`` (a stream), ``read_range`` (some
+bytes from the middle: one frame of an instance), ``exists``, ``size``, ``delete`` and
+``list`` (keys by prefix). Keys come only from :mod:`pacs.storage.keys`; backends refuse
+anything else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from pacs.config import Settings
 
 CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """An object written by :meth:`ObjectStore.stage` and not yet published."""
+
+    key: str
+    temp: str | None = None
+    """Where the bytes wait (a backend's own name), or None when there is nothing left to
+    publish (the object existed already, or the backend wrote it in place)."""
 
 
 @runtime_checkable
@@ -22,6 +35,16 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes | BinaryIO) -> None:
         """Store ``data`` under ``key`` atomically and durably; a no-op if ``key`` exists."""
+
+    def stage(self, key: str, data: bytes | BinaryIO) -> StagedObject:
+        """Write ``data`` durably, not yet visible under ``key`` (a backend whose writes are
+        atomic anyway may publish at once); a no-op if ``key`` exists."""
+
+    def publish(self, staged: Sequence[StagedObject]) -> None:
+        """Make staged objects visible under their keys, durably, all before returning."""
+
+    def discard(self, staged: Sequence[StagedObject]) -> None:
+        """Drop staged objects that will not be published (never a published object)."""
 
     def open(self, key: str) -> BinaryIO:
         """Return a readable stream of the object; raise ``ObjectNotFound`` if absent."""

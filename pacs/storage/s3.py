@@ -7,7 +7,7 @@ start if it is missing. Errors from the client are wrapped into the archive's er
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 import urllib3
@@ -17,6 +17,7 @@ from minio.error import MinioException, S3Error
 from pacs.config import Settings
 from pacs.errors import ObjectNotFound, StorageFull, StorageUnavailable
 from pacs.storage.keys import is_valid_key
+from pacs.storage.objects import StagedObject
 
 _MISSING = ("NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound")
 _PART_SIZE = 16 * 1024 * 1024
@@ -87,6 +88,18 @@ class S3ObjectStore:
             raise StorageUnavailable(f"S3 refused object {key}: {exc.code}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"cannot write object {key} to S3: {exc}") from exc
+
+    def stage(self, key: str, data: bytes | BinaryIO) -> StagedObject:
+        """One PUT is atomic and durable on S3: the object is published at once."""
+        self.put(key, data)
+        return StagedObject(key)
+
+    def publish(self, staged: Sequence[StagedObject]) -> None:
+        """Nothing to do: :meth:`stage` published each object."""
+
+    def discard(self, staged: Sequence[StagedObject]) -> None:
+        """Nothing to do: a published object may be shared by another instance (the keys
+        are content addresses), so it is left for the sweep."""
 
     def open(self, key: str) -> BinaryIO:
         """Stream the object; the stream releases its connection when closed."""

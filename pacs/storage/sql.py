@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -70,19 +72,15 @@ class Database:
                     index.create(conn, checkfirst=True)
 
     @contextmanager
-    def writing(self) -> Iterator[Connection]:
-        """A connection inside a write transaction, committed on exit, rolled back on error."""
+    def _writer_turn(self) -> Iterator[None]:
+        """Wait for this process's and other processes' SQLite writers (PostgreSQL: none)."""
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX)
         try:
-            with _wrap_db_errors(), self.engine.connect() as conn:
-                if self.is_sqlite:
-                    conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                with conn.begin():
-                    yield conn
+            yield
         finally:
             if self._lock_file is not None:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
@@ -90,10 +88,56 @@ class Database:
                 lock.release()
 
     @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A connection inside a write transaction, committed on exit, rolled back on error."""
+        with self._writer_turn(), _wrap_db_errors(), self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def writing_cursor(self) -> Iterator[Any]:
+        """The same write transaction as :meth:`writing`, on the driver's own cursor.
+
+        For the index's hot path, whose statements are compiled once and skip SQLAlchemy's
+        per-statement work; committed on exit, rolled back on error.
+        """
+        with self._writer_turn(), _wrap_db_errors():
+            connection = self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                if self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                except BaseException:
+                    connection.rollback()
+                    raise
+                connection.commit()
+            finally:
+                connection.close()
+
+    @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A connection for queries (a deferred transaction: never blocks writers)."""
         with _wrap_db_errors(), self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def querying(self) -> Iterator[Any]:
+        """A driver cursor for hot-path reads, without SQLAlchemy's transaction handling.
+
+        Each statement is then its own snapshot (SQLite runs in autocommit mode here;
+        PostgreSQL's implicit transaction is rolled back when the connection goes back to
+        the pool), so use it for single-statement lookups only.
+        """
+        with _wrap_db_errors():
+            connection = self.engine.raw_connection()
+            try:
+                yield connection.cursor()
+            finally:
+                connection.close()
 
     def dispose(self) -> None:
         """Close every pooled connection (at shutdown, and in forked children)."""
@@ -132,13 +176,20 @@ def _wrap_db_errors() -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        message = str(exc.orig)
-        if getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES:
-            raise IndexConflict(f"index write conflict: {message}") from exc
-        if "disk is full" in message or "No space left" in message:
-            raise StorageFull(f"the index database is full: {message}") from exc
-        raise IndexUnavailable(f"index database error: {message}") from exc
+        raise _operational_error(exc.orig) from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise IndexUnavailable(f"lost the index database connection: {exc.orig}") from exc
         raise
+    except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+        # Raised by the statements the index runs on the driver's cursor directly.
+        raise _operational_error(exc) from exc
+
+
+def _operational_error(exc: BaseException) -> Exception:
+    message = str(exc)
+    if getattr(exc, "sqlstate", None) in _CONFLICT_SQLSTATES:
+        return IndexConflict(f"index write conflict: {message}")
+    if "disk is full" in message or "No space left" in message:
+        return StorageFull(f"the index database is full: {message}")
+    return IndexUnavailable(f"index database error: {message}")
