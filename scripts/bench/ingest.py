@@ -11,8 +11,9 @@ Generates N CT instances (512x512, 16-bit, ~0.5 MB) and measures, in one run on 
 * ``Orthanc``: the same sends to Debian's Orthanc on loopback (when installed), started as
   ../shared/ANCHORS.md says: TCP_NODELAY=1, UTF-8 default encoding, SQLite index.
 
-Each measurement is repeated and the median is printed, with the ratios the targets are
-stated in. The archive's peak RSS is read from /proc after a quarter of the instances and
+Each measurement runs once per round, in rounds that interleave the archive with its
+references (each run after a ``sync``, on a quiet disk), and the median is printed, with the
+ratios the targets are stated in. The archive's peak RSS is read from /proc after a quarter of the instances and
 after all of them: memory is flat when the two are close.
 
     python scripts/bench/ingest.py --count 1000 --repeat 3
@@ -333,13 +334,30 @@ def orthanc(files: Sequence[Path], scratch: Path, associations: int) -> Run:
 # -- report -----------------------------------------------------------------------------------
 
 
-def measure(name: str, repeat: int, count: int, megabytes: float,
-            once: Callable[[], Run]) -> Result:
-    runs = []
+@dataclass
+class Measurement:
+    name: str
+    once: Callable[[], Run]
+
+
+def measure_interleaved(measurements: dict[str, Measurement], repeat: int, count: int,
+                        megabytes: float) -> dict[str, Result]:
+    """Run every measurement once per round, ``repeat`` rounds, each on a quiet disk.
+
+    Rounds rather than one measurement's runs back to back, so that a slow spell of the
+    shared machine (or its disk) weighs on every measurement alike; and dirty pages from the
+    previous run are written out first (``sync``), so that no run pays for another's writes.
+    """
+    runs: dict[str, list[Run]] = {key: [] for key in measurements}
     for _ in range(repeat):
-        runs.append(once())
-        print(f"  {name}: {count / runs[-1].seconds:7.1f} inst/s", file=sys.stderr, flush=True)
-    return Result(name, runs, count, megabytes)
+        for key, measurement in measurements.items():
+            os.sync()
+            time.sleep(0.5)
+            runs[key].append(measurement.once())
+            print(f"  {measurement.name}: {count / runs[key][-1].seconds:7.1f} inst/s",
+                  file=sys.stderr, flush=True)
+    return {key: Result(measurements[key].name, runs[key], count, megabytes)
+            for key in measurements}
 
 
 def verdict(value: float, target: float) -> str:
@@ -365,34 +383,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         megabytes = sum(map(len, blobs.values())) / 1e6
         work = scratch / "work"
         work.mkdir()
-        measured: dict[str, Result] = {}
-
-        def add(key: str, name: str, once: Callable[[], Run]) -> None:
-            measured[key] = measure(name, args.repeat, len(files), megabytes, once)
-
-        add("raw1", "raw copy + fsync, 1 thread", lambda: raw_copy(files, blobs, work, 1))
-        add("raw4", "raw copy + fsync, 4 threads", lambda: raw_copy(files, blobs, work, 4))
-        add("ingest1", "ingest path, 1 caller", lambda: ingest_path(files, blobs, work, 1))
-        add("ingest4", "ingest path, 4 callers", lambda: ingest_path(files, blobs, work, 4))
+        plan = {
+            "raw1": Measurement("raw copy + fsync, 1 thread",
+                                lambda: raw_copy(files, blobs, work, 1)),
+            "ingest1": Measurement("ingest path, 1 caller",
+                                   lambda: ingest_path(files, blobs, work, 1)),
+            "raw4": Measurement("raw copy + fsync, 4 threads",
+                                lambda: raw_copy(files, blobs, work, 4)),
+            "ingest4": Measurement("ingest path, 4 callers",
+                                   lambda: ingest_path(files, blobs, work, 4)),
+        }
         have_storescu = os.access(STORESCU, os.X_OK)
-        if have_storescu:
-            workers = args.workers or default_workers()
-            add("pacs1", f"pacs serve ({workers} workers), storescu 1 assoc",
-                lambda: pacs_serve(files, work, 1, args.workers))
-            add("pacs4", f"pacs serve ({workers} workers), storescu 4 assoc",
-                lambda: pacs_serve(files, work, 4, args.workers))
-        else:
+        have_orthanc = have_storescu and os.access(ORTHANC, os.X_OK)
+        if not have_storescu:
             print("DCMTK storescu missing: C-STORE runs skipped", file=sys.stderr)
-        if have_storescu and os.access(ORTHANC, os.X_OK):
-            add("orthanc1", "Orthanc, storescu 1 assoc", lambda: orthanc(files, work, 1))
-            add("orthanc4", "Orthanc, storescu 4 assoc", lambda: orthanc(files, work, 4))
-        else:
+        elif not have_orthanc:
             print("Orthanc missing (scripts/install_system_deps.sh --bench): skipped",
                   file=sys.stderr)
+        workers = args.workers or default_workers()
+        for associations in (1, 4):
+            if have_storescu:
+                plan[f"pacs{associations}"] = Measurement(
+                    f"pacs serve ({workers} workers), storescu {associations} assoc",
+                    lambda n=associations: pacs_serve(files, work, n, args.workers))
+            if have_orthanc:
+                plan[f"orthanc{associations}"] = Measurement(
+                    f"Orthanc, storescu {associations} assoc",
+                    lambda n=associations: orthanc(files, work, n))
+        measured = measure_interleaved(plan, args.repeat, len(files), megabytes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\n{len(files)} CT instances, {megabytes:.0f} MB, median of {args.repeat} runs")
+    print(f"\n{len(files)} CT instances, {megabytes:.0f} MB, median of {args.repeat} runs "
+          "(interleaved rounds)")
     for result in measured.values():
         print(f"{result.name:<42} {result.rate:8.1f} inst/s {result.mb_rate:7.1f} MB/s  "
               f"{result.rss()}")
