@@ -29,33 +29,32 @@ def test_a_lone_caller_commits_its_own_item():
     assert commits.submit(41) == 42
 
 
-def test_callers_arriving_during_a_commit_share_the_next_one():
-    recorder = Recorder()
-    commits = GroupCommit(recorder, max_group=8)
-    with ThreadPoolExecutor(6) as pool:
+def submit_behind_a_running_commit(commits, recorder, later):
+    """Submit 0, and ``later`` while the commit of 0 runs; return every caller's outcome."""
+    with ThreadPoolExecutor(len(later) + 1) as pool:
         first = pool.submit(commits.submit, 0)
         assert recorder.first_started.wait(10)
-        waiting = [pool.submit(commits.submit, n) for n in range(1, 6)]
-        while commits.waiting < 5:  # all five queued behind the running commit
+        waiting = [pool.submit(commits.submit, item) for item in later]
+        while commits.waiting < len(later):  # all queued behind the running commit
             threading.Event().wait(0.01)
         recorder.release_first.set()
-        assert first.result() == 0
-        assert [future.result() for future in waiting] == [10, 20, 30, 40, 50]
+        return [future.result() for future in [first, *waiting]]
+
+
+def test_callers_arriving_during_a_commit_share_the_next_one():
+    recorder = Recorder()
+    outcomes = submit_behind_a_running_commit(GroupCommit(recorder, max_group=8), recorder,
+                                              [1, 2, 3, 4, 5])
+    assert outcomes == [0, 10, 20, 30, 40, 50]
     assert recorder.groups[0] == [0]
     assert sorted(recorder.groups[1]) == [1, 2, 3, 4, 5]
 
 
 def test_a_group_holds_at_most_max_group_items():
     recorder = Recorder()
-    commits = GroupCommit(recorder, max_group=2)
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(commits.submit, 0)
-        assert recorder.first_started.wait(10)
-        waiting = [pool.submit(commits.submit, n) for n in range(1, 6)]
-        while commits.waiting < 5:
-            threading.Event().wait(0.01)
-        recorder.release_first.set()
-        assert [future.result() for future in [first, *waiting]] == [0, 10, 20, 30, 40, 50]
+    outcomes = submit_behind_a_running_commit(GroupCommit(recorder, max_group=2), recorder,
+                                              [1, 2, 3, 4, 5])
+    assert outcomes == [0, 10, 20, 30, 40, 50]
     assert all(len(group) <= 2 for group in recorder.groups)
     assert sorted(item for group in recorder.groups for item in group) == [0, 1, 2, 3, 4, 5]
 
