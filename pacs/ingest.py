@@ -231,7 +231,11 @@ class Ingestor:
         refers to them commits, so a crash in between leaves an unreferenced object, never
         a row pointing at nothing.
         """
-        known = self.index.indexed_instances([arrival.sop_uid for arrival in arrivals])
+        try:
+            known = self.index.indexed_instances([arrival.sop_uid for arrival in arrivals])
+        except Exception:
+            self.store.discard([arrival.staged for arrival in arrivals])
+            raise
         self.store.discard([arrival.staged for arrival in arrivals if arrival.sop_uid in known])
         fresh = [arrival for arrival in arrivals if arrival.sop_uid not in known]
         self.store.publish([arrival.staged for arrival in fresh])

@@ -297,6 +297,20 @@ def test_index_failure_is_reported_and_leaves_no_row(services, monkeypatch):
     assert services.index.counts()["instances"] == 0
 
 
+def test_index_down_before_publishing_leaves_no_staged_file(services, monkeypatch):
+    def down(_uids):
+        raise IndexUnavailable("database went away")
+
+    monkeypatch.setattr(services.index, "indexed_instances", down)
+    result = services.ingest(make_instance(), ORIGIN)
+    assert result.status is IngestStatus.FAILED
+    monkeypatch.undo()
+    assert services.index.counts()["instances"] == 0
+    if services.settings.object_store == "filesystem":  # an S3 PUT is visible at once
+        assert stored_objects(services) == []
+        assert not [p for p in services.store.root.rglob(".*.tmp") if p.is_file()]
+
+
 def test_retry_after_index_failure_stores_the_instance(services, monkeypatch):
     data = make_instance()
     monkeypatch.setattr(services.index, "add_instances", _raise_index_unavailable)
