@@ -9,11 +9,12 @@ failure when the store cannot be checked).
 
 The result goes back as an N-EVENT-REPORT (event type 1: all committed; 2: some failed):
 
-1. on the same association, right after the N-ACTION response has been sent (PS3.4 J.3.3 puts
+1. on the same association, after the N-ACTION response has been sent (PS3.4 J.3.3 puts
    the report after the response; pynetdicom sends a handler's response only when the handler
    returns, so the report is sent from a short-lived thread once ``EVT_DIMSE_SENT`` announced
    the N-ACTION-RSP and ``EVT_PDU_SENT`` shows it on the wire; the N-ACTION handler binds
-   those two watchers to its association);
+   those two watchers to its association) and half a second more, in which a requester that
+   releases at once is seen to (a report sent into its release would collide with it);
 2. otherwise (the modality released the association at once, as many do) on a new association
    to the modality's address from the ``modalities`` setting, with the archive in the SCP role
    for the Storage Commitment SOP class (SCP/SCU role selection, PS3.7 D.3.3.4).
@@ -54,6 +55,7 @@ INVALID_ARGUMENT_VALUE = 0x0115
 MISSING_ATTRIBUTE = 0x0120
 
 _SAME_ASSOCIATION_WAIT = 5.0  # seconds to wait for the N-ACTION-RSP to leave before giving up
+_RELEASE_GRACE = 0.5  # seconds a requester has to release before the report is sent to it
 
 
 @dataclass
@@ -165,6 +167,15 @@ class CommitmentReporter:
 
     def _send_on(self, assoc: Any, pending: _PendingReport) -> bool:
         """Send on the requesting association, if it is still there."""
+        # Many modalities release as soon as the N-ACTION-RSP arrives. A report sent at that
+        # instant meets their A-RELEASE-RQ (a release collision): it is never answered, and
+        # the release waits for the DIMSE timeout. So give the requester a moment to release
+        # first; one that stays is waiting for the report and gets it here a little later.
+        settle = time.monotonic() + _RELEASE_GRACE
+        while time.monotonic() < settle:
+            if not assoc.is_established:
+                return False
+            time.sleep(0.01)
         deadline = time.monotonic() + _SAME_ASSOCIATION_WAIT
         # pynetdicom's acceptor reactor reads incoming messages; it must stand still while
         # this thread waits for the N-EVENT-REPORT response (the pattern of its release()).
