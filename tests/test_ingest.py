@@ -172,7 +172,7 @@ def test_same_sop_instance_uid_with_other_bytes_is_not_published_in_a_folder_sto
     services.ingest(make_instance(SOPInstanceUID=uid, StudyDescription="second"), ORIGIN)
     if services.settings.object_store == "filesystem":
         assert len(stored_objects(services)) == 1
-        assert not [p for p in services.store.root.rglob(".*.tmp") if p.is_file()]
+        assert not _staged_files(services)
     else:  # an S3 PUT is visible at once: the second copy stays, unreferenced, for the sweep
         assert len(stored_objects(services)) == 2
 
@@ -286,10 +286,7 @@ def test_full_object_store_is_reported_as_storage_full(services, monkeypatch):
 
 
 def test_index_failure_is_reported_and_leaves_no_row(services, monkeypatch):
-    def down(_records):
-        raise IndexUnavailable("database went away")
-
-    monkeypatch.setattr(services.index, "add_instances", down)
+    monkeypatch.setattr(services.index, "add_instances", _raise_index_unavailable)
     result = services.ingest(make_instance(), ORIGIN)
     assert result.status is IngestStatus.FAILED
     assert "database went away" in result.reason
@@ -298,17 +295,14 @@ def test_index_failure_is_reported_and_leaves_no_row(services, monkeypatch):
 
 
 def test_index_down_before_publishing_leaves_no_staged_file(services, monkeypatch):
-    def down(_uids):
-        raise IndexUnavailable("database went away")
-
-    monkeypatch.setattr(services.index, "indexed_instances", down)
+    monkeypatch.setattr(services.index, "indexed_instances", _raise_index_unavailable)
     result = services.ingest(make_instance(), ORIGIN)
     assert result.status is IngestStatus.FAILED
     monkeypatch.undo()
     assert services.index.counts()["instances"] == 0
     if services.settings.object_store == "filesystem":  # an S3 PUT is visible at once
         assert stored_objects(services) == []
-        assert not [p for p in services.store.root.rglob(".*.tmp") if p.is_file()]
+        assert not _staged_files(services)
 
 
 def test_retry_after_index_failure_stores_the_instance(services, monkeypatch):
@@ -320,8 +314,13 @@ def test_retry_after_index_failure_stores_the_instance(services, monkeypatch):
     assert len(stored_objects(services)) == 1
 
 
-def _raise_index_unavailable(_records):
-    raise IndexUnavailable("down")
+def _raise_index_unavailable(*_args):
+    raise IndexUnavailable("database went away")
+
+
+def _staged_files(services):
+    """Temp files of a folder store's writes in progress (or left behind)."""
+    return [p for p in services.store.root.rglob(".*.tmp") if p.is_file()]
 
 
 def test_four_threads_ingesting_lose_nothing(services):

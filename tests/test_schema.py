@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from sqlalchemy import inspect, text
 
 from pacs.services import open_services
 
 
-def test_an_index_added_since_the_database_was_made_is_created_at_start(backend):
+@contextmanager
+def inspected_after_restart(backend, change: str):
+    """Make the database older with ``change``, start again, and inspect what start made."""
     services = open_services(backend)
     with services.db.writing() as conn:
-        conn.execute(text("DROP INDEX ix_series_modality_study_pk"))
+        conn.execute(text(change))
     services.close()
-
     reopened = open_services(backend)
     try:
-        indexes = {index["name"] for index in inspect(reopened.db.engine).get_indexes("series")}
+        yield inspect(reopened.db.engine)
     finally:
         reopened.close()
+
+
+def test_an_index_added_since_the_database_was_made_is_created_at_start(backend):
+    with inspected_after_restart(backend, "DROP INDEX ix_series_modality_study_pk") as found:
+        indexes = {index["name"] for index in found.get_indexes("series")}
     assert "ix_series_modality_study_pk" in indexes
 
 
 def test_a_column_added_since_the_database_was_made_is_added_at_start(backend):
-    services = open_services(backend)
-    with services.db.writing() as conn:
-        conn.execute(text("ALTER TABLE instances DROP COLUMN pixel_data_length"))
-    services.close()
-
-    reopened = open_services(backend)
-    try:
-        columns = {column["name"] for column in inspect(reopened.db.engine).get_columns(
-            "instances")}
-    finally:
-        reopened.close()
+    with inspected_after_restart(
+            backend, "ALTER TABLE instances DROP COLUMN pixel_data_length") as found:
+        columns = {column["name"] for column in found.get_columns("instances")}
     assert "pixel_data_length" in columns

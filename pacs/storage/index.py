@@ -258,25 +258,6 @@ class Index:
 
     # -- writing --------------------------------------------------------------------------
 
-    def add_instance(self, record: InstanceRecord) -> bool:
-        """Index one instance in its own transaction (see :meth:`add_instances`).
-
-        Returns
-        -------
-        bool
-            True if the instance was added, False if its SOP Instance UID was already indexed
-            (the first copy is kept).
-
-        Raises
-        ------
-        IndexUnavailable, StorageFull
-            If the database fails; nothing of this instance is then indexed.
-        """
-        (outcome,) = self.add_instances([record])
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     def add_instances(self, records: Sequence[InstanceRecord]) -> list[bool | Exception]:
         """Index several instances in one transaction; if it fails, each in its own.
 

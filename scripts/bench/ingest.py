@@ -13,8 +13,8 @@ Generates N CT instances (512x512, 16-bit, ~0.5 MB) and measures, in one run on 
 
 Each measurement runs once per round, in rounds that interleave the archive with its
 references (each run after a ``sync``, on a quiet disk), and the median is printed, with the
-ratios the targets are stated in. The archive's peak RSS is read from /proc after a quarter of the instances and
-after all of them: memory is flat when the two are close.
+ratios the targets are stated in. The archive's peak RSS is read from /proc after a quarter
+of the instances and after all of them: memory is flat when the two are close.
 
     python scripts/bench/ingest.py --count 1000 --repeat 3
 """
