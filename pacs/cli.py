@@ -1,4 +1,5 @@
-"""The ``pacs`` command: ``serve``, ``import``, ``ls`` and ``find``.
+"""The ``pacs`` command: ``serve``, ``import``, ``ls``, ``find``, ``viewer``; ``user`` and
+``token`` (:mod:`pacs.cli_accounts`).
 
 Every command builds its settings the same way (defaults, ``--config``/``PACS_CONFIG`` TOML,
 ``PACS_*`` variables, then command-line options) and opens the same services.
@@ -28,10 +29,13 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from pacs.audit import Action, ActorKind, AuditEvent, Outcome
+from pacs.cli_accounts import add_commands as add_account_commands
+from pacs.cli_accounts import ensure_first_admin, os_user
 from pacs.config import Settings, SettingsError
 from pacs.ingest import IngestResult, IngestStatus, Origin
 from pacs.query import InvalidKey, InvalidQuery, Level, Model, Query, run_query
-from pacs.services import open_services
+from pacs.services import Services, open_services
 
 if TYPE_CHECKING:
     from pacs.scp.workers import WorkerSlot
@@ -110,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(ls)
     ls.add_argument("--limit", type=int, default=50)
     ls.set_defaults(command=cmd_ls)
+    add_account_commands(commands, _storage_options)
     return parser
 
 
@@ -143,7 +148,7 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         return 1
     workers = settings.workers or default_workers()
     if workers == 1:
-        open_services(settings).close()  # the schema exists before the web workers start
+        _prepare(settings)  # the schema exists before the web workers start
         with _web_service(settings):
             return _serve_one(settings)
     try:
@@ -155,7 +160,7 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         log.error("cannot listen on %s (port %d, TLS port %d): %s", settings.dicom_host,
                   settings.dicom_port, settings.tls_port, exc.strerror)
         return 1
-    open_services(settings).close()  # create the schema once, before the workers race to
+    _prepare(settings)  # create the schema once, before the workers race to
     log.info("starting %d receiver workers on %s:%d", workers, settings.dicom_host,
              listener.getsockname()[1])
 
@@ -171,6 +176,15 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
     with _web_service(settings):
         return Supervisor(listener, workers, worker, on_ready=ready).run()
+
+
+def _prepare(settings: Settings) -> None:
+    """Create the index's schema, and the first admin of an archive without accounts."""
+    services = open_services(settings)
+    try:
+        ensure_first_admin(services)
+    finally:
+        services.close()
 
 
 def _can_listen(host: str, port: int) -> bool:
@@ -291,12 +305,16 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     services = open_services(settings)
     outcomes: Counter[IngestStatus] = Counter()
     refused: list[tuple[str, IngestResult]] = []
+    by_study: Counter[tuple[str, str | None]] = Counter()
     total_bytes = 0
     started = time.perf_counter()
 
     def archive(item: tuple[str, bytes]) -> tuple[str, int, IngestResult]:
         name, data = item
-        return name, len(data), services.ingest(data, Origin("import", name))
+        result = services.ingest(data, Origin("import", name))
+        if result.ok and result.study_uid:
+            by_study[(result.study_uid, result.patient_id)] += 1
+        return name, len(data), result
 
     progress = tqdm(unit=" files", disable=args.quiet or None, file=sys.stderr)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
@@ -310,6 +328,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             total_bytes += _collect(future.result(), outcomes, refused, progress)
     progress.close()
     elapsed = max(time.perf_counter() - started, 1e-9)
+    audit_import(services, by_study, refused)
     services.close()
     print(
         f"imported: {outcomes[IngestStatus.STORED]} stored, "
@@ -324,6 +343,20 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 _OK = (IngestStatus.STORED, IngestStatus.ALREADY_STORED)
+
+
+def audit_import(services: Services, by_study: Counter[tuple[str, str | None]],
+                 refused: list[tuple[str, IngestResult]]) -> None:
+    """One audit record per imported study (and one for what was refused)."""
+    actor = os_user()
+    for (study_uid, patient_id), count in sorted(by_study.items(), key=str):
+        services.audit.record(AuditEvent(
+            Action.STORE, Outcome.SUCCESS, ActorKind.CLI, actor=actor, protocol="cli",
+            patient_id=patient_id, study_uid=study_uid, count=count, detail="pacs import"))
+    if refused:
+        services.audit.record(AuditEvent(
+            Action.STORE, Outcome.FAILURE, ActorKind.CLI, actor=actor, protocol="cli",
+            count=len(refused), detail=f"pacs import: {len(refused)} files refused"))
 
 
 def _collect(done: tuple[str, int, IngestResult], outcomes: Counter[IngestStatus],

@@ -127,9 +127,10 @@ class Settings:
     http_host: str = field(
         default="127.0.0.1",
         metadata=_help(
-            "Address the web service (DICOMweb) listens on. Loopback by default: until user "
-            "accounts exist it has no authentication of its own, so expose it only behind "
-            "an authenticating reverse proxy."
+            "Address the web service (DICOMweb, viewer) listens on; loopback by default. "
+            "Every route but the health checks and the login page needs a signed-in user, "
+            "an API token or a share link; serve other machines over TLS (a reverse proxy, "
+            "or http_tls_certificate)."
         ),
     )
     http_port: int = field(
@@ -137,6 +138,27 @@ class Settings:
     )
     http_workers: int = field(
         default=0, metadata=_help("Web service worker processes; 0 means one per CPU core.")
+    )
+    http_tls_certificate: Path | None = field(
+        default=None,
+        metadata=_help("PEM certificate (chain): the web service then speaks HTTPS itself."),
+    )
+    http_tls_private_key: Path | None = field(
+        default=None, metadata=_help("PEM private key of http_tls_certificate.")
+    )
+    trusted_proxies: int = field(
+        default=0,
+        metadata=_help(
+            "Reverse proxies in front of the web service whose X-Forwarded-For/-Proto/-Host "
+            "headers are believed (each adds one); 0 = none, the headers are ignored."
+        ),
+    )
+    audit_syslog: str = field(
+        default="",
+        metadata=_help(
+            "Also send each audit record as a DICOM audit message (PS3.15 A.5) by syslog "
+            "(RFC 5424) to udp://host:port or tcp://host:port; empty = only the index."
+        ),
     )
     stow_max_bytes: int = field(
         default=4 << 30,
@@ -288,6 +310,13 @@ class Settings:
             raise SettingsError("max_pdu_size: must be 0 (unlimited) or at least 4096")
         if self.dimse_timeout <= 0 or self.network_timeout <= 0:
             raise SettingsError("dimse_timeout/network_timeout: must be positive")
+        if (self.http_tls_certificate is None) != (self.http_tls_private_key is None):
+            raise SettingsError("http_tls_certificate/http_tls_private_key: set both or neither")
+        if not 0 <= self.trusted_proxies <= 8:
+            raise SettingsError("trusted_proxies: must be between 0 and 8")
+        if self.audit_syslog and not re.fullmatch(r"(udp|tcp)://[^\s:/]+:\d{1,5}",
+                                                  self.audit_syslog):
+            raise SettingsError("audit_syslog: must be udp://host:port or tcp://host:port")
         if self.object_store not in OBJECT_STORES:
             raise SettingsError(
                 f"object_store: {self.object_store!r} is not one of {', '.join(OBJECT_STORES)}"

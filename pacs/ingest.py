@@ -121,6 +121,7 @@ class IngestResult:
     series_uid: str | None = None
     size: int = 0
     reason: str = ""
+    patient_id: str | None = None  # for the audit trail
 
     @property
     def ok(self) -> bool:
@@ -207,7 +208,7 @@ class Ingestor:
                 raise outcome
             status = IngestStatus.STORED if outcome else IngestStatus.ALREADY_STORED
             log.debug("%s %s from %s (%d bytes)", status.value, sop_uid, origin, len(data))
-            return IngestResult(status, **done)
+            return IngestResult(status, **done, patient_id=record.patient.get("patient_id"))
         except UnsupportedSOPClass as exc:
             return IngestResult(IngestStatus.UNSUPPORTED_SOP_CLASS, sop_uid, reason=str(exc))
         except InvalidInstance as exc:

@@ -88,6 +88,23 @@ def services(backend) -> Services:
 
 
 @pytest.fixture
+def embedded(tmp_path) -> Services:
+    """Services on the embedded default only (a folder and SQLite), for tests of behaviour
+    that does not depend on the backend pair."""
+    opened = open_services(Settings.load(environ={}, data_dir=tmp_path / "var"))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def app(archive):
+    """The web application on the test module's ``archive`` fixture."""
+    from pacs.web import create_app
+
+    return create_app(archive.settings, archive)
+
+
+@pytest.fixture
 def start(services):
     """Starts DICOM receivers on loopback with settings overrides; stops them after the test."""
     started: list[DicomReceiver] = []

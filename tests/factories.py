@@ -67,3 +67,9 @@ def to_part10(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> byt
 def make_instance(**attributes: Any) -> bytes:
     """A Part-10 file of :func:`make_dataset` with the given overrides."""
     return to_part10(make_dataset(**attributes))
+
+
+def study_instance(study: str, number: int = 1, **attributes: Any) -> bytes:
+    """Instance ``number`` of series 1 of ``study``: UIDs ``{study}.1`` and ``{study}.1.N``."""
+    return make_instance(StudyInstanceUID=study, SeriesInstanceUID=f"{study}.1",
+                         SOPInstanceUID=f"{study}.1.{number}", **attributes)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from webclient import PASSWORD
 
 from pacs.sampledata import ct_chest_series
 from peers import VIEWER_DIR, free_port, require_peer, stop_process, wait_for_port
@@ -79,7 +80,8 @@ def long_ct_archive(ohif_viewer, tmp_path_factory) -> str:
 
 
 def serve(data_dir: Path, studies: Path):
-    """Import ``studies``, run ``pacs serve`` on them, yield its web root URL."""
+    """Import ``studies``, run ``pacs serve`` on them, add a radiologist, yield its web root
+    URL (which knows the first admin's password, printed once by ``pacs serve``)."""
     subprocess.run([sys.executable, "-m", "pacs.cli", "import", "--quiet", "--data-dir",
                     str(data_dir), str(studies)], capture_output=True, check=False)
     port = free_port()
@@ -92,20 +94,37 @@ def serve(data_dir: Path, studies: Path):
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", port, timeout=60)
-        yield Served(f"http://127.0.0.1:{port}", data_dir.parent / ACCESS_LOG)
+        printed = (data_dir.parent / "serve.log").read_text()
+        admin_password = re.search(r"created user 'admin' with password (\S+)", printed).group(1)
+        subprocess.run([sys.executable, "-m", "pacs.cli", "user", "add", READER, "--role",
+                        "radiologist", "--password-stdin", "--data-dir", str(data_dir)],
+                       input=PASSWORD + "\n", capture_output=True, text=True, check=True)
+        yield Served(f"http://127.0.0.1:{port}", data_dir.parent / ACCESS_LOG, admin_password)
     finally:
         stop_process(process)
 
 
 ACCESS_LOG = "access.log"
+READER = "bs.lan"  # the radiologist the browser signs in as
+
+
+def sign_in(page, archive: str, username: str = READER, password: str = PASSWORD) -> None:
+    """Sign in through the login page, as a person would."""
+    page.goto(f"{archive}/login")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "/login" not in page.url, "signing in failed"
 
 
 class Served(str):
     """The web root URL of a running ``pacs serve``, which also knows its request log."""
 
-    def __new__(cls, url: str, access_log: Path) -> Served:
+    def __new__(cls, url: str, access_log: Path, admin_password: str) -> Served:
         served = super().__new__(cls, url)
         served.access_log = access_log
+        served.admin_password = admin_password
         return served
 
     def failed_dicomweb_requests(self) -> list[str]:
@@ -122,10 +141,12 @@ class Served(str):
 class Session:
     """One browser tab and every DICOMweb answer it got."""
 
-    def __init__(self, browser, locale: str = "en-US") -> None:
+    def __init__(self, browser, archive: str | None = None, locale: str = "en-US") -> None:
         self.context = browser.new_context(viewport={"width": 1400, "height": 900},
                                            locale=locale)
         self.page = self.context.new_page()
+        if archive is not None:
+            sign_in(self.page, archive)
         self.failures: list[str] = []
         self.page.on("response", self._answered)
         self.page.on("requestfailed", lambda request: self.failures.append(
@@ -144,8 +165,8 @@ class Session:
 
 
 @pytest.fixture
-def session(browser):
-    opened = Session(browser)
+def session(browser, archive):
+    opened = Session(browser, archive)
     yield opened
     opened.close()
 
@@ -267,7 +288,7 @@ def test_every_sample_study_opens_with_each_series_drawn(session, archive, typed
 
 
 def test_the_interface_follows_a_vietnamese_browser(browser, archive):
-    vietnamese = Session(browser, locale="vi-VN")
+    vietnamese = Session(browser, archive, locale="vi-VN")
     try:
         vietnamese.page.goto(f"{archive}/viewer/", wait_until="networkidle")
         vietnamese.page.wait_for_selector("text=Tên Bệnh nhân", timeout=60_000)
@@ -288,7 +309,7 @@ def test_the_landing_page_leads_into_the_viewer(session, archive):
 
 
 def test_a_300_slice_ct_over_a_slow_link_draws_and_scrolls(browser, long_ct_archive):
-    slow = Session(browser)
+    slow = Session(browser, long_ct_archive)
     try:
         cdp = slow.context.new_cdp_session(slow.page)
         cdp.send("Network.enable")
@@ -304,3 +325,64 @@ def test_a_300_slice_ct_over_a_slow_link_draws_and_scrolls(browser, long_ct_arch
         assert long_ct_archive.failed_dicomweb_requests() == []
     finally:
         slow.close()
+
+
+def other_study() -> str:
+    """A sample study other than the CT."""
+    for path in SAMPLES.rglob("*.dcm"):
+        uid = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
+        if uid != CT_STUDY:
+            return uid
+    raise AssertionError("only one sample study")
+
+
+def test_a_radiologist_shares_a_study_that_a_second_browser_opens_alone(browser, archive):
+    """The issue's scenario: an admin creates a radiologist, who signs in, opens a study and
+    shares it for 24 hours; a second browser opens the link and sees only that study; the
+    admin sees all of it in the audit page."""
+    admin = Session(browser)
+    radiologist = Session(browser)
+    consultant = Session(browser)  # a doctor in another province: no account
+    try:
+        sign_in(admin.page, archive, "admin", archive.admin_password)
+        admin.page.goto(f"{archive}/admin")
+        admin.page.fill("#user-username", "bs.tuan")
+        admin.page.fill("#user-password", PASSWORD)
+        admin.page.select_option("#user-role", "radiologist")
+        admin.page.click("#user-submit")
+        admin.page.wait_for_selector('tr[data-username="bs.tuan"]')
+
+        sign_in(radiologist.page, archive, "bs.tuan", PASSWORD)
+        open_ct(radiologist, archive)
+        radiologist.page.goto(f"{archive}/shares")
+        radiologist.page.fill("#share-study-uid", CT_STUDY)
+        radiologist.page.select_option("#share-hours", "24")
+        radiologist.page.click("#share-submit")
+        radiologist.page.wait_for_function(
+            "() => document.querySelector('#share-url').value.includes('/share/')")
+        link = radiologist.page.input_value("#share-url")
+        radiologist.screenshot("share-link-created")
+
+        consultant.page.goto(link)
+        wait_for_image(consultant)
+        shown = consultant.page.evaluate(SHOWN_IMAGE)
+        pixels = np.array(shown["pixels"], dtype=np.float64)
+        assert np.array_equal(pixels.reshape(shown["rows"], shown["columns"]),
+                              stored_pixels(shown["imageId"], shown["scaled"]))
+        consultant.screenshot("share-link-opened")
+        consultant.page.goto(f"{archive}/viewer/", wait_until="networkidle")
+        consultant.page.wait_for_selector("[data-cy^=studyRow-]", timeout=60_000)
+        assert consultant.page.locator("[data-cy^=studyRow-]").count() == 1
+        other = consultant.page.request.get(f"{archive}/dicom-web/studies/{other_study()}/series")
+        assert other.status == 403
+
+        admin.page.goto(f"{archive}/admin")
+        admin.page.click("#audit-submit")
+        admin.page.wait_for_selector("#audit-body tr")
+        trail = admin.page.inner_text("#audit-body")
+        admin.screenshot("audit-page")
+        for expected in ("share-create", "share-use", "login", "bs.tuan", "view", "admin"):
+            assert expected in trail
+    finally:
+        for opened in (admin, radiologist, consultant):
+            opened.close()

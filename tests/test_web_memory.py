@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from webclient import PASSWORD
 
 from factories import make_instance
 from pacs.config import Settings
@@ -47,8 +48,11 @@ def test_retrieving_a_1_gb_study_keeps_the_worker_rss_flat(tmp_path):
                                  SOPInstanceUID=f"{study}.1.{number + 1}", Rows=SIDE,
                                  Columns=SIDE, PixelData=pixels)
             assert services.ingest(data, Origin("import", "test")).ok
+        services.accounts.add_user("reader", PASSWORD, "clinician")
+        token = services.accounts.create_token("reader")
     finally:
         services.close()
+    auth = {"Authorization": f"Bearer {token}"}
     http_port = free_port()
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_HOST": "127.0.0.1",
            "PACS_DICOM_PORT": str(free_port()), "PACS_HTTP_PORT": str(http_port),
@@ -59,12 +63,12 @@ def test_retrieving_a_1_gb_study_keeps_the_worker_rss_flat(tmp_path):
     try:
         wait_for_port("127.0.0.1", http_port, timeout=60)
         connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=300)
-        connection.request("GET", "/dicom-web/studies?limit=1")  # the worker is warm
+        connection.request("GET", "/dicom-web/studies?limit=1", headers=auth)  # warm up
         connection.getresponse().read()
         (worker,) = web_workers(process.pid)
         before = rss_kib(worker)
         connection.request("GET", f"/dicom-web/studies/{study}", headers={
-            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+            **auth, "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
         response = connection.getresponse()
         received, peak = 0, before
         while chunk := response.read(1 << 20):

@@ -19,6 +19,8 @@ from pathlib import Path
 import pydicom
 import pydicom.data
 import pytest
+from dicomweb_client.api import DICOMwebClient
+from webclient import cli_token, signed_in
 
 from pacs.ingest import Origin
 from pacs.web import create_app
@@ -40,7 +42,7 @@ def _fill(services) -> None:
 @pytest.fixture
 def client(services):
     _fill(services)
-    return create_app(services.settings, services).test_client()
+    return signed_in(create_app(services.settings, services))
 
 
 def values(matches: list[dict], tag: str) -> list:
@@ -104,7 +106,7 @@ def test_limit_and_offset_page_through_with_a_warning_while_more_remain(client):
 def test_the_server_maximum_caps_a_search_with_a_warning(services):
     _fill(services)
     settings = services.settings.with_overrides(find_max_results=1)
-    response = create_app(settings, services).test_client().get("/dicom-web/studies")
+    response = signed_in(create_app(settings, services)).get("/dicom-web/studies")
     assert len(response.json) == 1
     assert response.headers.getlist("Warning")
 
@@ -137,7 +139,7 @@ def test_searches_across_studies_at_series_and_instance_level(client):
 def test_retrieve_urls_start_with_the_public_url(services):
     _fill(services)
     settings = services.settings.with_overrides(public_url="https://pacs.benhvien.vn/")
-    (study,) = create_app(settings, services).test_client().get(
+    (study,) = signed_in(create_app(settings, services)).get(
         f"/dicom-web/studies?StudyInstanceUID={CT_STUDY}").json
     assert study[RETRIEVE_URL]["Value"] == [
         f"https://pacs.benhvien.vn/dicom-web/studies/{CT_STUDY}"]
@@ -175,7 +177,7 @@ def test_an_unsupported_accept_gets_406(client):
 
 def test_health_checks(client):
     assert client.get("/healthz").json == {"status": "ok"}
-    assert client.get("/readyz").json == {"status": "ready"}
+    assert client.get("/readyz").json == {"status": "ready", "audit": "ok"}
 
 
 def test_readyz_says_503_when_the_index_does_not_answer(services, monkeypatch):
@@ -198,6 +200,7 @@ def serving(tmp_path):
     data_dir = tmp_path / "var"
     assert subprocess.run([sys.executable, "-m", "pacs.cli", "import", "--data-dir",
                            str(data_dir), str(SAMPLES)], capture_output=True).returncode in (0, 1)
+    token = cli_token(data_dir)
     http_port = free_port()
     env = {**os.environ, "PACS_DATA_DIR": str(data_dir), "PACS_DICOM_HOST": "127.0.0.1",
            "PACS_DICOM_PORT": str(free_port()), "PACS_HTTP_PORT": str(http_port),
@@ -207,15 +210,14 @@ def serving(tmp_path):
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", http_port, timeout=60)
-        yield f"http://127.0.0.1:{http_port}/dicom-web"
+        yield DICOMwebClient(f"http://127.0.0.1:{http_port}/dicom-web",
+                             headers={"Authorization": f"Bearer {token}"})
     finally:
         stop_process(process)
 
 
 def test_dicomweb_client_searches_every_level_of_pacs_serve(serving):
-    from dicomweb_client.api import DICOMwebClient
-
-    client = DICOMwebClient(serving)
+    client = serving
     studies = client.search_for_studies(search_filters={"PatientName": "Nguyễn*"})
     assert values(studies, STUDY_UID) == [CT_STUDY]
     (series,) = client.search_for_series(study_instance_uid=CT_STUDY)
@@ -228,9 +230,7 @@ def test_dicomweb_client_searches_every_level_of_pacs_serve(serving):
 
 
 def test_dicomweb_client_retrieves_a_series_and_its_metadata_from_pacs_serve(serving):
-    from dicomweb_client.api import DICOMwebClient
-
-    client = DICOMwebClient(serving)
+    client = serving
     (series,) = client.search_for_series(study_instance_uid=CT_STUDY)
     series_uid = series[SERIES_UID]["Value"][0]
     retrieved = client.retrieve_series(CT_STUDY, series_uid,
@@ -282,9 +282,7 @@ def test_sigterm_stops_the_web_service_with_the_receiver(tmp_path):
 
 
 def test_dicomweb_client_stores_an_instance_in_pacs_serve(serving):
-    from dicomweb_client.api import DICOMwebClient
-
-    client = DICOMwebClient(serving)
+    client = serving
     dataset = pydicom.dcmread(Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm")
     answer = client.store_instances([dataset])
     (stored,) = answer.ReferencedSOPSequence
@@ -311,7 +309,7 @@ def test_cors_is_off_unless_origins_are_configured(client):
 def test_a_configured_origin_gets_cors_headers_and_its_preflight_answered(services):
     _fill(services)
     settings = services.settings.with_overrides(cors_origins="https://viewer.benhvien.vn")
-    client = create_app(settings, services).test_client()
+    client = signed_in(create_app(settings, services))
     origin = {"Origin": "https://viewer.benhvien.vn"}
     response = client.get("/dicom-web/studies?limit=1", headers=origin)
     assert response.headers["Access-Control-Allow-Origin"] == "https://viewer.benhvien.vn"

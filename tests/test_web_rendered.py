@@ -14,6 +14,7 @@ import pydicom.data
 import pytest
 from PIL import Image
 from sqlalchemy import text
+from webclient import signed_in
 
 from factories import make_instance
 from pacs.config import Settings
@@ -34,7 +35,7 @@ UNRENDERABLE = {"JPEG-lossy.dcm", "JPEG2000-embedded-sequence-delimiter.dcm", "b
 def client(services):
     for path in sorted(SAMPLES.rglob("*.dcm")):
         assert services.ingest(path.read_bytes(), ORIGIN).ok
-    return create_app(services.settings, services).test_client()
+    return signed_in(create_app(services.settings, services))
 
 
 def instance_url(client) -> str:
@@ -71,7 +72,7 @@ def test_monochrome1_is_inverted(services):
                              SOPInstanceUID=f"{uid}.1.1", PhotometricInterpretation=photometric,
                              **kept)
         assert services.ingest(data, ORIGIN).ok
-    client = create_app(services.settings, services).test_client()
+    client = signed_in(create_app(services.settings, services))
     rendered = [image(client.get(f"/dicom-web/studies/{uid}/series/{uid}.1/instances/{uid}.1.1"
                                  "/rendered", headers={"Accept": "image/png"})).astype(int)
                 for uid in ("1.2.826.0.1.3680043.8.498.700", "1.2.826.0.1.3680043.8.498.701")]
@@ -115,7 +116,7 @@ def test_a_thumbnail_is_rendered_once_then_served_from_the_store(client, service
 
 def test_each_frame_of_a_multi_frame_instance_has_its_own_thumbnail(services):
     result = services.ingest((PYDICOM_FILES / "rtdose.dcm").read_bytes(), ORIGIN)  # 15 frames
-    client = create_app(services.settings, services).test_client()
+    client = signed_in(create_app(services.settings, services))
     url = (f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
            f"/instances/{result.sop_instance_uid}/frames")
     png = {"Accept": "image/png"}
@@ -193,7 +194,7 @@ def test_a_frame_that_does_not_exist_is_404(client):
 def test_every_pydicom_test_image_is_retrieved_unchanged_and_renders_at_its_size(tmp_path):
     settings = Settings.load(environ={}, data_dir=tmp_path / "var")
     services = open_services(settings)
-    client = create_app(settings, services).test_client()
+    client = signed_in(create_app(settings, services))
     rendered = []
     try:
         for path in sorted(PYDICOM_FILES.rglob("*.dcm")):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from webclient import signed_in
 
 from factories import make_instance
 from pacs.web import create_app
@@ -33,7 +34,7 @@ def post(client, body: bytes, path: str = "/dicom-web/studies", **headers: str):
 
 @pytest.fixture
 def client(services):
-    return create_app(services.settings, services).test_client()
+    return signed_in(create_app(services.settings, services))
 
 
 def instance(number: int, study: str = STUDY) -> bytes:
@@ -134,7 +135,7 @@ def test_a_body_cut_off_keeps_the_instances_before_the_break(client):
 
 def test_a_body_over_the_limit_is_413(services):
     settings = services.settings.with_overrides(stow_max_bytes=1000)
-    client = create_app(settings, services).test_client()
+    client = signed_in(create_app(settings, services))
     response = post(client, multipart(instance(1)))
     assert response.status_code == 413
 

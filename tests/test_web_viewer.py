@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from webclient import signed_in
 
 from pacs.ingest import Origin
 from pacs.web import create_app
@@ -28,7 +29,7 @@ def client(installed, tmp_path):
     from pacs.config import Settings
 
     settings = Settings.load(environ={}, data_dir=tmp_path / "var", viewer_dir=VIEWER_DIR)
-    client = create_app(settings).test_client()
+    client = signed_in(create_app(settings))
     client.get = functools.partial(client.get, buffered=True)  # files closed once read
     return client
 
@@ -98,7 +99,7 @@ def test_without_the_viewer_installed_the_answer_says_how_to_install_it(tmp_path
 
     settings = Settings.load(environ={}, data_dir=tmp_path / "var",
                              viewer_dir=tmp_path / "no-viewer")
-    response = create_app(settings).test_client().get("/viewer/")
+    response = signed_in(create_app(settings)).get("/viewer/")
     assert response.status_code == 503
     assert "pacs viewer install" in response.json["error"]
 
@@ -108,7 +109,7 @@ def test_a_site_with_its_own_viewer_is_sent_there(tmp_path):
 
     settings = Settings.load(environ={}, data_dir=tmp_path / "var",
                              viewer_url="https://viewer.benhvien.vn/")
-    response = create_app(settings).test_client().get("/viewer/viewer?StudyInstanceUIDs=1.2")
+    response = signed_in(create_app(settings)).get("/viewer/viewer?StudyInstanceUIDs=1.2")
     assert response.status_code == 302
     assert response.headers["Location"] == "https://viewer.benhvien.vn/viewer?StudyInstanceUIDs=1.2"
 
@@ -117,7 +118,7 @@ def test_the_landing_page_names_the_archive_and_counts_what_it_holds(services, t
     for path in sorted(SAMPLES.rglob("*.dcm")):
         assert services.ingest(path.read_bytes(), Origin("import", "test")).ok
     settings = replace(services.settings, archive_name="Bệnh viện Lào Cai", viewer_dir=VIEWER_DIR)
-    page = create_app(settings, services).test_client().get("/").get_data(as_text=True)
+    page = signed_in(create_app(settings, services)).get("/").get_data(as_text=True)
     assert "Bệnh viện Lào Cai" in page
     assert '<dd id="studies">3</dd>' in page
     assert '<dd id="instances">33</dd>' in page

@@ -16,6 +16,7 @@ import pydicom.encaps
 import pytest
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian
 from sqlalchemy import text
+from webclient import signed_in
 
 from pacs.ingest import Origin
 from pacs.web import create_app
@@ -37,7 +38,7 @@ def archive(services):
 
 @pytest.fixture
 def client(archive):
-    return create_app(archive.settings, archive).test_client()
+    return signed_in(create_app(archive.settings, archive))
 
 
 def parts(response) -> list[tuple[str, bytes]]:
@@ -223,7 +224,7 @@ def test_frames_as_stored_are_the_same_read_alone_or_from_the_parsed_file(servic
     data = (PYDICOM_FILES / name).read_bytes()
     result = services.ingest(data, Origin("import", "test"))
     assert result.ok
-    client = create_app(services.settings, services).test_client()
+    client = signed_in(create_app(services.settings, services))
     stored = pydicom.dcmread(BytesIO(data))
     count = int(stored.get("NumberOfFrames", 1))
     url = (f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
@@ -272,7 +273,7 @@ def test_every_bulk_data_uri_of_the_metadata_serves_the_stored_value(services, n
                                                                     tag_path):
     data = (PYDICOM_FILES / name).read_bytes()
     assert services.ingest(data, Origin("import", "test")).ok
-    client = create_app(services.settings, services).test_client()
+    client = signed_in(create_app(services.settings, services))
     stored = pydicom.dcmread(BytesIO(data))
     base = (f"/dicom-web/studies/{stored.StudyInstanceUID}/series/{stored.SeriesInstanceUID}"
             f"/instances/{stored.SOPInstanceUID}")
@@ -298,7 +299,7 @@ def test_a_malformed_or_unknown_bulk_data_path_is_refused(client):
 def test_a_big_endian_frame_comes_as_little_endian_pixels(services):
     path = PYDICOM_FILES / "MR_small_bigendian.dcm"
     result = services.ingest(path.read_bytes(), Origin("import", "test"))
-    client = create_app(services.settings, services).test_client()
+    client = signed_in(create_app(services.settings, services))
     response = client.get(f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
                           f"/instances/{result.sop_instance_uid}/frames/1",
                           headers={"Accept": OCTETS_AS_STORED})
@@ -311,7 +312,7 @@ def test_a_big_endian_frame_comes_as_little_endian_pixels(services):
 def test_single_part_bulk_data_honours_byte_ranges(services):
     data = (PYDICOM_FILES / "examples_overlay.dcm").read_bytes()
     assert services.ingest(data, Origin("import", "test")).ok
-    client = create_app(services.settings, services).test_client()
+    client = signed_in(create_app(services.settings, services))
     stored = pydicom.dcmread(BytesIO(data))
     url = (f"/dicom-web/studies/{stored.StudyInstanceUID}/series/{stored.SeriesInstanceUID}"
            f"/instances/{stored.SOPInstanceUID}/bulkdata/60003000")

@@ -11,6 +11,7 @@ import pydicom.data
 import pytest
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
+from webclient import signed_in
 
 from pacs.ingest import Origin
 from pacs.web import create_app
@@ -22,7 +23,7 @@ JPEG2000_FILE = PYDICOM_FILES / "JPEG2000.dcm"
 @pytest.fixture
 def client(services):
     assert services.ingest(JPEG2000_FILE.read_bytes(), Origin("import", "test")).ok
-    return create_app(services.settings, services).test_client()
+    return signed_in(create_app(services.settings, services))
 
 
 def wado(client, **params: str):

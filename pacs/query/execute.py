@@ -108,7 +108,8 @@ class QueryResult:
         return [to_dataset(row, self.return_keys) for row in self.rows]
 
 
-def run_query(db: Database, query: Query, *, max_results: int | None = None) -> QueryResult:
+def run_query(db: Database, query: Query, *, max_results: int | None = None,
+              institutions: Sequence[str] | None = None) -> QueryResult:
     """Run ``query`` on the index as one SQL statement.
 
     Parameters
@@ -120,6 +121,9 @@ def run_query(db: Database, query: Query, *, max_results: int | None = None) -> 
     max_results
         The most results the server returns for any query (None: no maximum), whatever
         limit the query asks for.
+    institutions
+        Only studies whose Institution Name is one of these (a requester limited to some
+        institutions, see :mod:`pacs.web.scope`); None for all.
 
     Returns
     -------
@@ -134,6 +138,8 @@ def run_query(db: Database, query: Query, *, max_results: int | None = None) -> 
     if max_results is not None and (cap is None or max_results < cap):
         cap, capped_by_server = max_results, True
     statement = build_statement(query, db.engine.dialect.name)
+    if institutions is not None:
+        statement = statement.where(_within_institutions(query.level, institutions))
     if cap is not None:
         statement = statement.limit(cap + 1)  # one more, to learn whether more follow
     if query.offset:
@@ -238,6 +244,19 @@ def build_statement(query: Query, dialect: str) -> Select[Any]:
         .where(*(compiler.condition(item) for item in query.filters))
         .order_by(table.c.pk)
     )
+
+
+def _within_institutions(level: Level, names: Sequence[str]) -> ColumnElement[bool]:
+    """Rows of ``level`` that belong to a study of one of the institutions ``names``."""
+    in_studies = select(studies.c.pk).where(studies.c.institution_name.in_(list(names)))
+    if level is Level.PATIENT:
+        return patients.c.pk.in_(select(studies.c.patient_pk).where(
+            studies.c.pk.in_(in_studies)))
+    if level is Level.STUDY:
+        return studies.c.pk.in_(in_studies)
+    if level is Level.SERIES:
+        return series.c.study_pk.in_(in_studies)
+    return instances.c.series_pk.in_(select(series.c.pk).where(series.c.study_pk.in_(in_studies)))
 
 
 def _joined(level: Level, top: Level) -> FromClause:

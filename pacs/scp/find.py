@@ -46,6 +46,7 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext
 
+from pacs.audit import Action
 from pacs.dicom_peers import AccessPolicy, Operation
 from pacs.errors import IndexUnavailable
 from pacs.query import (
@@ -58,6 +59,7 @@ from pacs.query import (
     run_query,
     to_dataset,
 )
+from pacs.scp import audited
 from pacs.scp.access import refusal
 from pacs.scp.dimse import C_FIND_RSP, FindResponseMessage, PDataBatch, encode_response_command
 from pacs.scp.identifiers import IdentifierEncoder
@@ -106,8 +108,25 @@ def handle_find(
     who = f"{requestor.ae_title.strip()}@{requestor.address}:{requestor.port}"
     refused = refusal(event, policy, Operation.QUERY)
     if refused is not None:
+        audited.record(services, event, Action.QUERY, ok=False, detail="C-FIND not authorised")
         yield refused, None
         return
+    outcome = _find(event, services, who, fuzzy=fuzzy, max_results=max_results)
+    sent, status = 0, None
+    try:
+        for status, identifier in outcome:
+            sent += status == PENDING
+            yield status, identifier
+    finally:
+        audited.record(
+            services, event, Action.QUERY, ok=sent > 0 or status == SUCCESS,
+            study_uid=audited.identifier_value(event, "StudyInstanceUID"),
+            patient_id=audited.identifier_value(event, "PatientID"), count=sent,
+            detail=f"C-FIND {event.request.AffectedSOPClassUID!s}")
+
+
+def _find(event: evt.Event, services: Services, who: str, *, fuzzy: bool,
+          max_results: int) -> Iterator[tuple[Dataset | int, bytes | Dataset | None]]:
     try:
         identifier = event.identifier
         model = Model.for_sop_class(str(event.request.AffectedSOPClassUID))

@@ -14,10 +14,12 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import events
 
+from pacs.audit import Action
 from pacs.dicom_peers import AccessPolicy, Operation
 from pacs.dicomfile import part10_header
 from pacs.errors import InvalidInstance
 from pacs.ingest import IngestResult, IngestStatus, Origin
+from pacs.scp import audited
 from pacs.scp.access import refusal
 from pacs.scp.statuses import store_status
 from pacs.services import Services
@@ -26,20 +28,27 @@ log = logging.getLogger("pacs.scp")
 
 
 class AssociationLog:
-    """Counts what each association stored, and logs it when the association ends."""
+    """Counts what each association stored (by outcome, and by study for the audit trail),
+    and logs it when the association ends."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[int, Counter[str]] = {}
+        self._studies: dict[int, Counter[tuple[str, str | None]]] = {}
         self.in_flight = 0  # C-STOREs being archived right now (shutdown waits for them)
 
-    def count(self, assoc: Any, outcome: str) -> None:
+    def count(self, assoc: Any, outcome: str, result: IngestResult | None = None) -> None:
         with self._lock:
             self._counts.setdefault(id(assoc), Counter())[outcome] += 1
+            if result is not None and result.ok and result.study_uid:
+                self._studies.setdefault(id(assoc), Counter())[
+                    (result.study_uid, result.patient_id)] += 1
 
-    def take(self, assoc: Any) -> Counter[str]:
+    def take(self, assoc: Any) -> tuple[Counter[str], Counter[tuple[str, str | None]]]:
+        """The association's counts by outcome and by (study, patient), forgotten here."""
         with self._lock:
-            return self._counts.pop(id(assoc), Counter())
+            return (self._counts.pop(id(assoc), Counter()),
+                    self._studies.pop(id(assoc), Counter()))
 
     def begin_store(self) -> None:
         with self._lock:
@@ -71,7 +80,7 @@ def handle_store(event: events.Event, services: Services,
         result = IngestResult(IngestStatus.INVALID, reason=str(exc))
     finally:
         assoc_log.end_store()
-    assoc_log.count(event.assoc, result.status.value)
+    assoc_log.count(event.assoc, result.status.value, result)
     if result.status not in (IngestStatus.STORED, IngestStatus.ALREADY_STORED):
         log.warning("refused %s from %s@%s: %s (%s)", result.sop_instance_uid or "instance",
                     calling_aet, address, result.status.value, result.reason)
@@ -103,18 +112,30 @@ def handle_rejected(event: events.Event) -> None:
     log.warning("association rejected from %s@%s", calling_aet, address)
 
 
-def handle_released(event: events.Event, assoc_log: AssociationLog) -> None:
-    """Log the end of an association with what it stored."""
-    _log_end(event, assoc_log, "released")
+def handle_released(event: events.Event, assoc_log: AssociationLog,
+                    services: Services) -> None:
+    """Log (and audit) the end of an association with what it stored."""
+    _log_end(event, assoc_log, services, "released")
 
 
-def handle_aborted(event: events.Event, assoc_log: AssociationLog) -> None:
-    """Log an aborted association with what it had stored before the abort."""
-    _log_end(event, assoc_log, "aborted")
+def handle_aborted(event: events.Event, assoc_log: AssociationLog, services: Services) -> None:
+    """Log (and audit) an aborted association with what it had stored before the abort."""
+    _log_end(event, assoc_log, services, "aborted")
 
 
-def _log_end(event: events.Event, assoc_log: AssociationLog, how: str) -> None:
+def _log_end(event: events.Event, assoc_log: AssociationLog, services: Services,
+             how: str) -> None:
     calling_aet, address = _peer(event)
-    counts = assoc_log.take(event.assoc)
+    counts, by_study = assoc_log.take(event.assoc)
     summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing stored"
     log.info("association %s from %s@%s: %s", how, calling_aet, address, summary)
+    for (study_uid, patient_id), stored in sorted(by_study.items(), key=str):
+        audited.record(services, event, Action.STORE, study_uid=study_uid,
+                       patient_id=patient_id, count=stored, detail=f"C-STORE, association {how}")
+    refused = sum(n for what, n in counts.items() if what not in _STORED)
+    if refused:
+        audited.record(services, event, Action.STORE, ok=False, count=refused,
+                       detail=f"C-STORE refused: {summary}")
+
+
+_STORED = (IngestStatus.STORED.value, IngestStatus.ALREADY_STORED.value)

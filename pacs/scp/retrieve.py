@@ -48,11 +48,13 @@ from pynetdicom.sop_class import (
     uid_to_service_class,
 )
 
+from pacs.audit import Action
 from pacs.config import Settings
 from pacs.dicom_peers import AccessPolicy, Operation
 from pacs.errors import IndexUnavailable
 from pacs.query import InvalidKey, InvalidLevel, InvalidQuery, MissingUniqueKey, Model
 from pacs.retrieve import resolve, retrieve_query
+from pacs.scp import audited
 from pacs.scp.access import refusal
 from pacs.scp.statuses import status_with_comment
 from pacs.scp.suboperations import SubOperations, proposed_contexts
@@ -140,7 +142,8 @@ def handle_move(
         "contexts": proposed_contexts(plan.instances),
         "evt_handlers": sub_operations.bindings(),
     }
-    yield from _run(event, plan, sub_operations, f"C-MOVE from {who} to {destination}")
+    yield from _run(event, plan, sub_operations, f"C-MOVE from {who} to {destination}",
+                    services)
 
 
 def handle_get(event: events.Event, services: Services, policy: AccessPolicy) -> Iterator[Any]:
@@ -164,7 +167,7 @@ def handle_get(event: events.Event, services: Services, policy: AccessPolicy) ->
     sub_operations = SubOperations(services)
     sub_operations.attach(event.assoc)
     try:
-        yield from _run(event, plan, sub_operations, f"C-GET from {who}")
+        yield from _run(event, plan, sub_operations, f"C-GET from {who}", services)
     finally:
         sub_operations.detach(event.assoc)
 
@@ -205,12 +208,28 @@ def _plan(event: events.Event, services: Services, service: str, who: str) -> _P
 
 
 def _run(event: events.Event, plan: _Plan, sub_operations: SubOperations,
-         what: str) -> Iterator[int | Response]:
-    """Yield the count and the responses of the sub-operations (or of the refusal)."""
+         what: str, services: Services) -> Iterator[int | Response]:
+    """Yield the count and the responses of the sub-operations (or of the refusal); audit
+    the request when it is over."""
+    service = what.split(" ", 1)[0]
     if plan.refusal is not None:
+        audited.record(services, event, Action.RETRIEVE, ok=False,
+                       detail=f"{service} refused: {plan.refusal.get('ErrorComment', '')}")
         yield 1  # pynetdicom sends a failure only once there is something to fail
         yield plan.refusal, None
         return
+    try:
+        yield from _send(event, plan, sub_operations, what)
+    finally:
+        failed = len(plan.instances) - sub_operations.completed - sub_operations.warnings
+        audited.record(services, event, Action.RETRIEVE, ok=failed == 0,
+                       study_uid=audited.single(i.study_uid for i in plan.instances),
+                       count=sub_operations.completed + sub_operations.warnings,
+                       detail=f"{what}: {plan.level} level, {failed} failed")
+
+
+def _send(event: events.Event, plan: _Plan, sub_operations: SubOperations,
+          what: str) -> Iterator[int | Response]:
     total = len(plan.instances)
     log.info("%s: %s level, %d instances", what, plan.level, total)
     yield total

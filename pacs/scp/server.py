@@ -274,8 +274,8 @@ class DicomReceiver:
             (evt.EVT_N_ACTION, self.commitments.handle_n_action, [self.services, self.policy]),
             (evt.EVT_ACCEPTED, handlers.handle_accepted),
             (evt.EVT_REJECTED, handlers.handle_rejected),
-            (evt.EVT_RELEASED, handlers.handle_released, [self.assoc_log]),
-            (evt.EVT_ABORTED, handlers.handle_aborted, [self.assoc_log]),
+            (evt.EVT_RELEASED, handlers.handle_released, [self.assoc_log, self.services]),
+            (evt.EVT_ABORTED, handlers.handle_aborted, [self.assoc_log, self.services]),
             *retrieve_handlers(self.settings, self.services, self.policy),
         ]
 

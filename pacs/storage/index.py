@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from pacs.errors import IndexConflict
 from pacs.storage.schema import instances, patients, sequence_items, series, studies
-from pacs.storage.sql import Database
+from pacs.storage.sql import CompiledStatement, Database
 
 log = logging.getLogger(__name__)
 
@@ -108,47 +108,6 @@ class StudySummary:
     num_instances: int
 
 
-class _Compiled:
-    """A Core statement compiled once for one dialect and run straight on the driver's cursor.
-
-    Indexing an instance spent a third of its CPU in SQLAlchemy's per-statement work (~70 µs
-    a statement); the few statements of the hot path now skip it. Anything rarer goes
-    through SQLAlchemy as usual, in the same transaction.
-    """
-
-    def __init__(self, statement: Any, dialect: Dialect,
-                 column_keys: Sequence[str] | None = None) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
-        self.sql = compiled.string
-        self._names = compiled.positiontup  # parameter order for "?" styles, else None
-        # Values the statement carries itself (the 0 of "num_instances > 0", the values of
-        # an INSERT built with .values()); the caller's parameters fill or override them.
-        self._fixed = compiled.params
-        self.keys = [column.key for column in getattr(statement, "selected_columns", ())]
-
-    def run(self, cursor: Any, params: Mapping[str, Any]) -> Any:
-        """Execute with ``params`` by name; return the cursor."""
-        if self._fixed:
-            params = {**self._fixed, **params}
-        if self._names is None:
-            cursor.execute(self.sql, params)
-        else:
-            cursor.execute(self.sql, [params[name] for name in self._names])
-        return cursor
-
-    def first(self, cursor: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The first row as ``{column: value}``, or None."""
-        rows = self.run(cursor, params).fetchall()
-        return dict(zip(self.keys, rows[0], strict=True)) if rows else None
-
-    def one(self, cursor: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The only row; raise if there is none."""
-        row = self.first(cursor, params)
-        if row is None:
-            raise LookupError(f"no row for {dict(params)!r}")
-        return row
-
-
 class _HotStatements:
     """The statements every indexed instance runs, compiled for the database's dialect."""
 
@@ -156,32 +115,32 @@ class _HotStatements:
                  instance_pk: Any, insert_instance: Any, recount_series: Any,
                  recount_study: Any) -> None:
         self.dialect = dialect
-        self.instance_pk = _Compiled(instance_pk, dialect)
-        self.study = _Compiled(study, dialect)
-        self.patient = _Compiled(patient, dialect)
-        self.by_key = {name: _Compiled(query, dialect) for name, query in by_key.items()}
-        self.recount_series = _Compiled(recount_series, dialect)
-        self.recount_study = _Compiled(recount_study, dialect)
+        self.instance_pk = CompiledStatement(instance_pk, dialect)
+        self.study = CompiledStatement(study, dialect)
+        self.patient = CompiledStatement(patient, dialect)
+        self.by_key = {name: CompiledStatement(query, dialect) for name, query in by_key.items()}
+        self.recount_series = CompiledStatement(recount_series, dialect)
+        self.recount_study = CompiledStatement(recount_study, dialect)
         self._insert_instance = insert_instance
-        self._inserts: dict[tuple[str, ...], _Compiled] = {}
+        self._inserts: dict[tuple[str, ...], CompiledStatement] = {}
         # Raw statements bypass SQLAlchemy's type processing: timestamps are converted here,
         # as SQLAlchemy would (SQLite keeps them as text in its own format).
         impl = instances.c.received_at.type.dialect_impl(dialect)
         self._stamp = impl.bind_processor(dialect)
 
-    def insert_instance(self, row: Mapping[str, Any]) -> _Compiled:
+    def insert_instance(self, row: Mapping[str, Any]) -> CompiledStatement:
         """The INSERT for a row with these columns (every record has the same ones)."""
         columns = tuple(row)
         compiled = self._inserts.get(columns)
         if compiled is None:
-            compiled = self._inserts[columns] = _Compiled(self._insert_instance,
+            compiled = self._inserts[columns] = CompiledStatement(self._insert_instance,
                                                           self.dialect, columns)
         return compiled
 
     def once(self, statement: Any, cursor: Any) -> Any:
         """Run a statement of the rare paths (a new study, blanks filled...), compiled for
         this call, with the values it carries; return the cursor."""
-        return _Compiled(statement, self.dialect).run(cursor, {})
+        return CompiledStatement(statement, self.dialect).run(cursor, {})
 
     def stamp(self, moment: datetime) -> Any:
         """``moment`` as the driver takes it for a timestamp column."""
@@ -527,6 +486,16 @@ class Index:
                 table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
                 for table in (patients, studies, series, instances)
             }
+
+    def study_owner(self, study_uid: str) -> tuple[str | None, str | None] | None:
+        """The patient ID and institution name of a study, or None when it is not indexed
+        (for the audit trail and for requesters limited to some institutions)."""
+        with self.db.reading() as conn:
+            row = conn.execute(
+                select(patients.c.patient_id, studies.c.institution_name)
+                .join(patients, patients.c.pk == studies.c.patient_pk)
+                .where(studies.c.study_uid == study_uid)).first()
+        return None if row is None else (row.patient_id, row.institution_name)
 
     def totals(self) -> tuple[int, int, int]:
         """Studies, instances and bytes archived (the last one a scan of every instance)."""

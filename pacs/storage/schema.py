@@ -1,4 +1,6 @@
-"""The index schema: patients, studies, series, instances, and sequence items.
+"""The index schema: patients, studies, series, instances and sequence items; and beside
+them the accounts, sessions, share links and audit trail of :mod:`pacs.accounts`,
+:mod:`pacs.sharing` and :mod:`pacs.audit`.
 
 One column per attribute listed in :mod:`pacs.attributes`, plus keys, counts and bookkeeping.
 The same SQLAlchemy Core tables serve SQLite and PostgreSQL.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -149,4 +152,100 @@ sequence_items = Table(
     Column("value", String(MAX_ITEM_VALUE), nullable=False),
     Index("ix_sequence_items_match", "sequence", "keyword", "value"),
     Index("ix_sequence_items_owner", "level", "owner_pk", "sequence"),
+)
+
+
+# -- who may see what (pacs.accounts, pacs.sharing) and what they did (pacs.audit) ----------
+
+users = Table(
+    "users",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String, nullable=False),  # argon2id, never the password
+    Column("role", String(16), nullable=False),
+    # For a clinician limited to some institutions: their names, one per line; NULL = all.
+    Column("institutions", Text, nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# API tokens and browser sessions: only the SHA-256 of the secret is kept (the secrets are
+# 256 random bits, so a fast hash is enough; a stolen table opens nothing).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("user_pk", _Key, ForeignKey("users.pk"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("label", String, nullable=False, default=""),
+    Column("scopes", String, nullable=False),  # space-separated: read write admin
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_api_tokens_user_pk", "user_pk"),
+)
+
+share_links = Table(
+    "share_links",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=True),  # NULL: the whole study
+    Column("created_by", _Key, ForeignKey("users.pk"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("pin_hash", String, nullable=True),  # argon2id of the PIN, when there is one
+    Column("deidentify", Boolean, nullable=False, default=False),
+    # The key of the link's de-identification (UID remapping, date shift), hex.
+    Column("deid_secret", String(64), nullable=False),
+    Column("note", String, nullable=False, default=""),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    # A signed-in user's session, or the session a share link opened (after its PIN).
+    Column("user_pk", _Key, ForeignKey("users.pk"), nullable=True),
+    Column("share_pk", _Key, ForeignKey("share_links.pk"), nullable=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_login_failures_username", "username", "at"),
+    Index("ix_login_failures_address", "address", "at"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("pk", _Key, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor", String, nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("protocol", String(8), nullable=False),
+    Column("patient_id", String, nullable=True),
+    Column("study_uid", String(64), nullable=True),
+    Column("count", Integer, nullable=True),
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_events_at", "at"),
+    Index("ix_audit_events_actor", "actor", "at"),
+    Index("ix_audit_events_patient_id", "patient_id", "at"),
+    Index("ix_audit_events_study_uid", "study_uid", "at"),
 )

@@ -13,17 +13,21 @@
 * :mod:`pacs.web.wado_uri`: WADO-URI at ``/wado``;
 * :mod:`pacs.web.viewer`: the OHIF Viewer under ``/viewer/``, configured for this archive;
 * :mod:`pacs.web.home`: the landing page at ``/``;
+* :mod:`pacs.web.login`: signing in and out, share links' landing;
+* :mod:`pacs.web.shares`: the share-link API and page;
+* :mod:`pacs.web.admin`: users, tokens and the audit trail;
 
-and, for every route, :mod:`pacs.web.errors` (JSON errors with a reason) and
-:mod:`pacs.web.cors` (CORS for the configured origins).
-
-Until user accounts exist the service has no authentication of its own, so it listens on
-loopback by default (the ``http_host`` setting); see docs/architecture.md.
+and, for every route, :mod:`pacs.web.auth` (who is asking and may they: one check before any
+route runs), :mod:`pacs.web.deidentified` (the answers of de-identified share links),
+:mod:`pacs.web.auditing` (a record of each request that reads or stores images),
+:mod:`pacs.web.errors` (JSON errors with a reason) and :mod:`pacs.web.cors` (CORS for the
+configured origins).
 """
 
 from __future__ import annotations
 
 from flask import Flask, current_app, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pacs.config import Settings
 from pacs.services import Services, open_services
@@ -48,13 +52,19 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     Flask
     """
     from pacs.web import (
+        admin,
+        auditing,
+        auth,
         cors,
+        deidentified,
         errors,
         frames,
         health,
         home,
+        login,
         qido,
         rendered,
+        shares,
         stow,
         viewer,
         wado,
@@ -67,8 +77,17 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.extensions["pacs"] = services if services is not None else open_services(settings)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # UTF-8 names stay readable
     app.json.sort_keys = False  # type: ignore[attr-defined]  # tags are already in order
+    if settings.trusted_proxies:
+        # X-Forwarded-For/-Proto/-Host from that many proxies, and only them: the client
+        # address the audit records and the https that makes cookies Secure.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     errors.register(app)
+    auth.register(app)
+    # after_request hooks run last-registered first: de-identify, then audit, then CORS.
     cors.register(app, settings.cors_origin_list)
+    auditing.register(app)
+    deidentified.register(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(qido.blueprint, url_prefix=DICOMWEB_ROOT)
     app.register_blueprint(wado.blueprint, url_prefix=DICOMWEB_ROOT)
@@ -78,6 +97,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(wado_uri.blueprint)  # /wado, where other archives have it
     app.register_blueprint(viewer.blueprint)
     app.register_blueprint(home.blueprint)
+    app.register_blueprint(login.blueprint)
+    app.register_blueprint(shares.blueprint)
+    app.register_blueprint(admin.blueprint)
     return app
 
 

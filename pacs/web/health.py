@@ -3,7 +3,9 @@
 * ``GET /healthz``: 200 while the process serves requests;
 * ``GET /readyz``: 200 when the index answers a query and the object store a lookup, 503
   with the failing part named otherwise, so a load balancer stops sending work to a node that
-  could not archive or serve it.
+  could not archive or serve it. It also says whether this process's audit records are
+  being written (``"audit": "ok"`` or ``"failing"``): a node whose audit fails still serves
+  images, but monitoring should see it.
 """
 
 from __future__ import annotations
@@ -46,4 +48,5 @@ def readyz() -> Response:
     except Exception as exc:
         log.warning("not ready: object store: %s", exc)
         return error_response(503, "the object store does not answer")
-    return jsonify({"status": "ready"})
+    audit = "ok" if services.audit.status().ok else "failing"
+    return jsonify({"status": "ready", "audit": audit})

@@ -1,9 +1,11 @@
 """The landing page at ``/``: the archive's name, the way into the viewer, and its state.
 
 It shows counts and sizes only (studies, instances, bytes archived, free space where the
-store is a folder), never a patient's name, so it needs no login. The figures are read at
-most once a minute per worker: summing the sizes of tens of millions of instances is a scan
-of the index, not something to do on every page view.
+store is a folder), never a patient's name; who is signed in, with links to the share and
+admin pages for those who may use them, and a sign-out button. A share link's session is
+sent to its study in the viewer instead. The figures are read at most once a minute per
+worker: summing the sizes of tens of millions of instances is a scan of the index, not
+something to do on every page view.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, current_app, render_template_string
+from flask import Blueprint, Response, current_app, redirect, render_template_string
 
 from pacs.config import Settings
 from pacs.viewer import is_installed
@@ -53,6 +55,10 @@ _PAGE = """<!doctype html>
   .warn { color: #fbbf24; }
   footer { margin-top: 3rem; color: #6b829a; font-size: .9rem; }
   footer a { color: #9fb3c8; }
+  form.who { color: #9fb3c8; margin-top: 2rem; }
+  form.who a { color: #9fb3c8; }
+  form.who button { background: none; border: 0; color: #9fb3c8; text-decoration: underline;
+                    cursor: pointer; font: inherit; padding: 0; }
 </style>
 </head>
 <body>
@@ -72,6 +78,14 @@ _PAGE = """<!doctype html>
     <dt>Còn trống &middot; Free</dt><dd id="free">{{ size(status.free_bytes) }}</dd>
     {% endif %}
   </dl>
+  <form method="post" action="/logout" class="who">
+    <input type="hidden" name="csrf_token" value="{{ csrf }}">
+    {{ user }} ({{ role }})
+    {% if role in ("admin", "radiologist") %}
+    &middot; <a href="/shares">Chia sẻ &middot; Share</a>{% endif %}
+    {% if role == "admin" %}&middot; <a href="/admin">Quản trị &middot; Admin</a>{% endif %}
+    &middot; <button type="submit">Đăng xuất &middot; Sign out</button>
+  </form>
   <footer>DICOMweb: <a href="/dicom-web/studies?limit=1">/dicom-web</a> &middot;
     DICOM: AE title {{ aet }}, port {{ dicom_port }} &middot;
     <a href="/readyz">/readyz</a></footer>
@@ -83,12 +97,19 @@ _PAGE = """<!doctype html>
 
 @blueprint.get("/")
 def home() -> Response:
-    """The landing page."""
+    """The landing page (a share link's session goes to its study instead)."""
+    from pacs.web.auth import principal
+    from pacs.web.login import viewer_url
+
+    who = principal()
+    if who.share is not None:
+        return redirect(viewer_url(who.share))
     settings: Settings = current_app.config["PACS_SETTINGS"]
     page = render_template_string(
         _PAGE, name=settings.archive_name, viewer=bool(settings.viewer_url)
         or is_installed(settings.viewer_dir), status=archive_status(), size=human_size,
-        aet=settings.aet, dicom_port=settings.dicom_port)
+        aet=settings.aet, dicom_port=settings.dicom_port, user=who.name,
+        role=who.user.role if who.user is not None else "", csrf=who.csrf_token or "")
     response = Response(page, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-cache"
     return response

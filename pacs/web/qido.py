@@ -23,12 +23,13 @@ import gzip
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from pacs.config import Settings
 from pacs.query import Level, Query, run_query
 from pacs.web.dicomjson import DICOM_JSON, to_dicom_json
 from pacs.web.errors import error_response
+from pacs.web.scope import visible_institutions
 
 blueprint = Blueprint("qido", __name__)
 _ACCEPTED = (DICOM_JSON, "application/json")
@@ -82,7 +83,9 @@ def _search(level: Level, path_uids: dict[str, str]) -> Response:
     settings: Settings = current_app.config["PACS_SETTINGS"]
     query = Query.from_qido(level, request.args.to_dict(flat=False), path_uids)
     result = run_query(services_of(current_app).db, query,
-                       max_results=settings.find_max_results)
+                       max_results=settings.find_max_results,
+                       institutions=visible_institutions())
+    g.audit_count = len(result.rows)
     base = service_url()
     keywords = [*result.return_keys, "RetrieveURL"]
     matches = [

@@ -57,6 +57,9 @@ class WebApplication(BaseApplication):  # type: ignore[misc]
         self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT)
         self.cfg.set("proc_name", "pacs-web")
         self.cfg.set("when_ready", _announce)
+        if settings.http_tls_certificate is not None:
+            self.cfg.set("certfile", str(settings.http_tls_certificate))
+            self.cfg.set("keyfile", str(settings.http_tls_private_key))
         if settings.http_access_log:
             self.cfg.set("accesslog", settings.http_access_log)
             self.cfg.set("access_log_format", ACCESS_LOG_FORMAT)
@@ -69,7 +72,8 @@ class WebApplication(BaseApplication):  # type: ignore[misc]
 
 def _announce(arbiter: Any) -> None:
     settings: Settings = arbiter.app.settings
-    print(f"pacs: web service ready on http://{settings.http_host}:{settings.http_port} "
+    scheme = "https" if settings.http_tls_certificate is not None else "http"
+    print(f"pacs: web service ready on {scheme}://{settings.http_host}:{settings.http_port} "
           f"({arbiter.num_workers} web workers, pid {os.getpid()})", flush=True)
 
 

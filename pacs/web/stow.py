@@ -25,7 +25,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from pacs.header import read_header
 from pacs.ingest import (
@@ -93,6 +93,7 @@ def _store(study: str | None) -> Response:
             result = services.ingest(body, origin)
             if result.ok:
                 stored.append(_reference(result, base))
+                _note_for_audit(result)
             else:
                 log.warning("STOW-RS from %s: %s refused: %s", origin, result.sop_instance_uid,
                             result.reason)
@@ -122,6 +123,15 @@ def _store(study: str | None) -> Response:
                                        f'{len(failed) + len(stored)} instances were not stored"')
     log.info("STOW-RS from %s: %d stored, %d failed", origin, len(stored), len(failed))
     return response
+
+
+def _note_for_audit(result: IngestResult) -> None:
+    """Count a stored instance for the request's audit record (:mod:`pacs.web.auditing`):
+    the study is named when every instance stored belongs to one."""
+    g.audit_count = g.get("audit_count", 0) + 1
+    studies = g.setdefault("audit_studies", set())
+    studies.add(result.study_uid)
+    g.audit_study = result.study_uid if len(studies) == 1 else None
 
 
 def _other_study(data: bytes, study: str | None) -> tuple[str, str, str] | None:

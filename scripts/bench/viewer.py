@@ -68,12 +68,15 @@ ALL_LOADED = """() => { const v = window.cornerstone.getEnabledElements()[0].vie
 
 
 class Proxy(ThreadingHTTPServer):
-    """``/dicom-web/…`` to ``dicomweb_port``, everything else to ``viewer_port``."""
+    """``/dicom-web/…`` to ``dicomweb_port``, everything else to ``viewer_port``; requests
+    to the archive carry its credentials (as a hospital's authenticating proxy would add)."""
 
     daemon_threads = True
 
-    def __init__(self, viewer_port: int, dicomweb_port: int) -> None:
+    def __init__(self, viewer_port: int, dicomweb_port: int,
+                 credentials: dict[int, dict[str, str]]) -> None:
         self.viewer_port, self.dicomweb_port = viewer_port, dicomweb_port
+        self.credentials = credentials
         super().__init__((LOOPBACK, 0), _Forward)
         self.port = self.server_address[1]
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -88,6 +91,7 @@ class _Forward(BaseHTTPRequestHandler):
             else self.server.viewer_port
         headers = {name: value for name, value in self.headers.items()
                    if name.lower() not in HOP_BY_HOP}
+        headers.update(self.server.credentials.get(port, {}))
         for attempt in (1, 2):  # an idle keep-alive connection may have been closed
             upstream = self._upstream(port, fresh=attempt == 2)
             try:
@@ -188,7 +192,8 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, dict[str, tuple[fl
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for server in servers:
-                proxy = Proxy(archive.http_port, server.http_port)
+                proxy = Proxy(archive.http_port, server.http_port,
+                              {archive.http_port: archive.credentials})
                 root = f"http://{LOOPBACK}:{proxy.port}/viewer/"
                 for slow in (False, True):
                     link = "10 Mbit/s, 100 ms" if slow else "loopback"

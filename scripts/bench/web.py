@@ -31,6 +31,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -118,6 +119,7 @@ class Server:
         self.http_port = free_port()
         self.process: subprocess.Popen[Any] | None = None
         self._connection: http.client.HTTPConnection | None = None
+        self.credentials: dict[str, str] = {}  # sent with every request
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         for attempt in (1, 2):
@@ -125,7 +127,8 @@ class Server:
                 self._connection = http.client.HTTPConnection(LOOPBACK, self.http_port,
                                                               timeout=300)
             try:
-                self._connection.request("GET", self.root + path, headers=headers or {})
+                self._connection.request("GET", self.root + path,
+                                         headers={**self.credentials, **(headers or {})})
                 response = self._connection.getresponse()
                 return response.status, response.read()
             except (http.client.HTTPException, OSError):
@@ -157,6 +160,12 @@ class Archive(Server):
             with ThreadPoolExecutor(8) as pool:
                 results = list(pool.map(
                     lambda item: services.ingest(item[1], Origin("import", "bench")), files))
+            # The archive answers signed-in users only: a reader's API token, as a DICOMweb
+            # client or an authenticating proxy would send.
+            if not services.accounts.has_users():
+                services.accounts.add_user("bench", secrets.token_urlsafe(16), "clinician")
+            token = services.accounts.create_token("bench", scopes=["read"])
+            self.credentials = {"Authorization": f"Bearer {token}"}
         finally:
             services.close()
         if not all(result.ok for result in results):
