@@ -205,6 +205,7 @@ class AuditTrail:
         with self._thread_lock:
             self._closed = True
             self._stop.set()
+            self._pending.set()  # wake the writer now, not at its next timeout
             thread = self._thread
         if thread is not None:
             thread.join(timeout=10)

@@ -386,3 +386,33 @@ def test_a_radiologist_shares_a_study_that_a_second_browser_opens_alone(browser,
     finally:
         for opened in (admin, radiologist, consultant):
             opened.close()
+
+
+def test_a_deidentified_share_link_shows_the_images_and_no_name(browser, archive):
+    radiologist = Session(browser, archive)
+    consultant = Session(browser)
+    try:
+        created = radiologist.page.request.post(
+            f"{archive}/api/shares", data={"study_uid": CT_STUDY, "hours": 2, "deidentify": True},
+            headers={"X-CSRF-Token": csrf_of(radiologist.page, archive)})
+        assert created.status == 201, created.text()
+        consultant.page.goto(created.json()["url"])
+        wait_for_image(consultant)
+        consultant.page.wait_for_selector("[data-cy=study-browser-thumbnail]", timeout=60_000)
+        shown = consultant.page.evaluate(SHOWN_IMAGE)
+        assert np.array(shown["pixels"]).std() > 0
+        assert CT_STUDY not in shown["imageId"]  # the viewer works on remapped UIDs
+        consultant.screenshot("deidentified-share-opened")
+        page_text = consultant.page.inner_text("body")
+        assert "Nguyễn" not in page_text and "15-Mar-2026" not in page_text
+        assert consultant.failures == []
+        assert archive.failed_dicomweb_requests() == []
+    finally:
+        radiologist.close()
+        consultant.close()
+
+
+def csrf_of(page, archive: str) -> str:
+    """The CSRF token of the page's session, as the share page gives it to its script."""
+    page.goto(f"{archive}/shares")
+    return page.get_attribute('meta[name="csrf-token"]', "content")

@@ -30,9 +30,13 @@ if TYPE_CHECKING:
 _STUDY_KEYS = ("StudyInstanceUID", "0020000D")
 _SERIES_KEYS = ("SeriesInstanceUID", "0020000E")
 _INSTANCE_KEYS = ("SOPInstanceUID", "00080018")
+_UID_KEYS = frozenset(_STUDY_KEYS + _SERIES_KEYS + _INSTANCE_KEYS)
+#: QIDO-RS parameters that are options of the search, not attributes to match.
+_QIDO_OPTIONS = frozenset({"limit", "offset", "includefield", "fuzzymatching"})
 _WADO_URI_KEYS = {"studyUID": "study", "seriesUID": "series", "objectUID": "instance"}
-#: Endpoints of a whole study (not one series), refused to a link for one series.
+#: Studies whose patient and institution each web process remembers.
 STUDY_FACTS_CACHED = 4096
+#: Endpoints of a whole study (not one series), refused to a link for one series.
 _STUDY_WIDE = {"wado.retrieve_study", "wado.study_metadata", "rendered.rendered_study",
                "rendered.study_thumbnail"}
 
@@ -109,25 +113,40 @@ def study_facts(study_uid: str) -> tuple[str | None, str | None]:
     return found
 
 
-def _scope_search(link: ShareLink, view: DeidentifiedView | None, endpoint: str) -> Response | None:
+def _scope_search(link: ShareLink, view: DeidentifiedView | None,
+                  endpoint: str) -> Response | None:
     params = request.args.to_dict(flat=False)
-    for keys, allowed in ((_STUDY_KEYS, link.study_uid), (_SERIES_KEYS, link.series_uid)):
+    if view is not None:
+        # The viewer only knows the de-identified values (a pseudonymous PatientID...), which
+        # match nothing stored: keep the UID keys (translated back) and the query's options;
+        # the link's study restricts the search anyway.
+        params = {key: values for key, values in params.items()
+                  if key in _UID_KEYS or key in _QIDO_OPTIONS}
+    for keys, allowed in ((_STUDY_KEYS, link.study_uid), (_SERIES_KEYS, link.series_uid),
+                          (_INSTANCE_KEYS, None)):
         for key in keys:
-            for value in params.pop(key, []):
-                uid = view.original(value) if view is not None else value
-                if allowed is not None and uid != allowed:
-                    return _outside(link)
-    for key in _INSTANCE_KEYS:
-        if key in params and view is not None:
-            params[key] = [view.original(value) for value in params[key]]
+            if key not in params:
+                continue
+            uids = [view.original(value) if view is not None else value
+                    for value in params[key]]
+            if allowed is not None and any(uid != allowed for uid in uids):
+                return _outside(link)
+            params[key] = uids
     args = request.view_args or {}
     if "study" not in args:
-        params["StudyInstanceUID"] = [link.study_uid]
+        _force(params, _STUDY_KEYS, link.study_uid)
     at_series_or_below = endpoint != "qido.search_for_studies"
     if link.series_uid is not None and at_series_or_below and "series" not in args:
-        params["SeriesInstanceUID"] = [link.series_uid]
+        _force(params, _SERIES_KEYS, link.series_uid)
     replace_args(params)
     return None
+
+
+def _force(params: dict[str, list[str]], keys: tuple[str, str], uid: str) -> None:
+    """Match ``uid`` on the attribute ``keys`` name (by keyword, whatever the client used)."""
+    for key in keys:
+        params.pop(key, None)
+    params[keys[0]] = [uid]
 
 
 def _scope_wado_uri(link: ShareLink, view: DeidentifiedView | None) -> Response | None:
