@@ -240,7 +240,11 @@ def _serve_one(settings: Settings, *, listener: socket.socket | None = None,
     if gate is None:
         print(f"pacs: {settings.aet} ready on port {receiver.port} "
               f"(1 receiver process, pid {os.getpid()})", flush=True)
-    stop.wait()
+    # Wake now and then: the kernel may hand SIGTERM to another thread (the acceptor, the
+    # audit writer), and Python runs the handler only when the main thread next executes
+    # bytecode; a wait without a timeout could sleep through it.
+    while not stop.wait(SIGNAL_POLL_SECONDS):
+        pass
     log.info("%s stopping", name)
     receiver.stop()
     services.close()
@@ -253,6 +257,9 @@ def _tag_log_lines(name: str) -> None:
         handler.setFormatter(logging.Formatter(
             f"%(asctime)s %(levelname)s %(name)s [{name}]: %(message)s"
         ))
+
+
+SIGNAL_POLL_SECONDS = 0.5
 
 
 def _stop_event() -> threading.Event:
