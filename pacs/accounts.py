@@ -121,12 +121,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:  # SQLite gives back naive UTC
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _user(row: Any) -> User:
     return _user_of(row._mapping)
 
@@ -283,8 +277,8 @@ class Accounts:
             query = query.where(users.c.username == username)
         with self.db.reading() as conn:
             return [Token(row.pk, row.username, row.label, tuple(row.scopes.split()),
-                          _aware(row.created_at), _aware(row.expires_at),
-                          _aware(row.revoked_at)) for row in conn.execute(query)]
+                          driver_datetime(row.created_at), driver_datetime(row.expires_at),
+                          driver_datetime(row.revoked_at)) for row in conn.execute(query)]
 
     def revoke_token(self, token_pk: int) -> None:
         with self.db.writing() as conn:

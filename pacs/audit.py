@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from pacs.storage.schema import audit_events
-from pacs.storage.sql import Database
+from pacs.storage.sql import Database, driver_datetime
 
 log = logging.getLogger("pacs.audit")
 
@@ -119,9 +119,7 @@ class AuditEvent:
         values["action"] = Action(values["action"])
         values["outcome"] = Outcome(values["outcome"])
         values["actor_kind"] = ActorKind(values["actor_kind"])
-        at = values["at"]
-        if at.tzinfo is None:  # SQLite gives back naive datetimes
-            values["at"] = at.replace(tzinfo=UTC)
+        values["at"] = driver_datetime(values["at"])
         return cls(**values)
 
 
