@@ -198,7 +198,8 @@ def open_ct(session: Session, archive: str) -> None:
 
 
 def wait_for_image(session: Session) -> None:
-    """Until the first viewport holds an image (the first-visit tour dismissed)."""
+    """Until the first viewport holds an image at full quality, not a preview (the
+    first-visit tour dismissed)."""
     from playwright.sync_api import TimeoutError as NotShown
 
     skip = session.page.get_by_text("Skip all")
@@ -210,7 +211,9 @@ def wait_for_image(session: Session) -> None:
     session.page.wait_for_function(
         """() => { const elements = window.cornerstone && window.cornerstone.getEnabledElements();
                    const viewport = elements && elements.length && elements[0].viewport;
-                   return Boolean(viewport && viewport.getCornerstoneImage()); }""",
+                   const image = viewport && viewport.getCornerstoneImage();
+                   return Boolean(image) && (image.imageQualityStatus === undefined
+                                             || image.imageQualityStatus >= 8); }""",
         timeout=60_000)
 
 
@@ -333,6 +336,53 @@ def test_a_300_slice_ct_over_a_slow_link_draws_and_scrolls(browser, long_ct_arch
         assert later["pixels"] != first["pixels"]
         assert slow.failures == []
         assert long_ct_archive.failed_dicomweb_requests(since=slow.mark) == []
+    finally:
+        slow.close()
+
+
+#: Every render of a viewport: the quality of the image drawn (null before there is one) and
+#: whether the preview label was on (read after the archive's own listener has set it).
+RECORD_RENDERS = """window.pacsRenders = [];
+document.addEventListener("CORNERSTONE_IMAGE_RENDERED", (event) => setTimeout(() => {
+  const image = window.cornerstone.getEnabledElement(event.target).viewport.getCornerstoneImage();
+  const label = event.target.querySelector(":scope > [data-pacs-preview]");
+  window.pacsRenders.push({quality: image ? (image.imageQualityStatus ?? 8) : null,
+                           labelled: Boolean(label) && label.style.display !== "none",
+                           text: label ? label.textContent : ""});
+}), true);"""
+
+
+def test_over_a_slow_link_a_preview_is_labelled_until_the_original_is_drawn(browser, archive):
+    """The radiograph (512×512, ~210 KB as HTJ2K) is drawn first from its first 64 KB: every
+    render of that preview carries the label, and the original, drawn next with the stored
+    pixel values, carries none."""
+    dx_study = next(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
+                    for path in (SAMPLES / "dx-chest").rglob("*.dcm"))
+    slow = Session(browser, archive)
+    try:
+        slow.page.add_init_script(RECORD_RENDERS)
+        cdp = slow.context.new_cdp_session(slow.page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", SLOW_LINK)
+        slow.page.goto(f"{archive}/viewer/viewer?StudyInstanceUIDs={dx_study}")
+        slow.page.wait_for_function(
+            "() => window.pacsRenders.some(render => render.quality !== null "
+            "&& render.quality < 8)", timeout=60_000)
+        slow.screenshot("dx-preview-slow-link")
+        wait_for_image(slow)
+        slow.page.wait_for_function(
+            "() => window.pacsRenders.at(-1).quality === 8", timeout=60_000)
+        renders = slow.page.evaluate("window.pacsRenders")
+        previews = [render for render in renders if (render["quality"] or 8) < 8]
+        assert previews and all(render["labelled"] for render in previews)
+        assert "PREVIEW" in previews[0]["text"]
+        assert not renders[-1]["labelled"]
+        shown = slow.page.evaluate(SHOWN_IMAGE)
+        pixels = np.array(shown["pixels"], dtype=np.float64)
+        assert np.array_equal(pixels.reshape(shown["rows"], shown["columns"]),
+                              stored_pixels(shown["imageId"], shown["scaled"]))
+        assert slow.failures == []
+        assert archive.failed_dicomweb_requests(since=slow.mark) == []
     finally:
         slow.close()
 

@@ -8,12 +8,14 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from webclient import signed_in
 
 from pacs.ingest import Origin
 from pacs.web import create_app
+from pacs.web.accept import frame_choices
 from peers import VIEWER_DIR
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_dicom"
@@ -49,8 +51,7 @@ def test_the_viewer_page_loads_its_files_from_under_viewer(client):
 
 def test_the_configuration_points_the_viewer_at_this_archive(client):
     response = client.get("/viewer/app-config.js", base_url="https://pacs.benhvien.vn")
-    text = response.get_data(as_text=True)
-    config = json.loads(text.removeprefix("window.config = ").rstrip().rstrip(";"))
+    config = config_of(response)
     (source,) = config["dataSources"]
     settings = source["configuration"]
     assert settings["qidoRoot"] == settings["wadoRoot"] == "https://pacs.benhvien.vn/dicom-web"
@@ -58,6 +59,31 @@ def test_the_configuration_points_the_viewer_at_this_archive(client):
     assert settings["thumbnailRendering"] == "thumbnail"
     assert config["routerBasename"] == "/viewer"
     assert response.headers["Cache-Control"] == "no-cache"
+
+
+def config_of(response) -> dict:
+    """The ``window.config`` object of an ``app-config.js`` answer."""
+    text, _, _ = response.get_data(as_text=True).partition(";\n")
+    return json.loads(text.removeprefix("window.config = "))
+
+
+def test_stacks_are_fetched_as_htj2k_previews_then_the_rest_of_the_same_bytes(client):
+    config = config_of(client.get("/viewer/app-config.js"))
+    (source,) = config["dataSources"]
+    stack = source["configuration"]["stackRetrieveOptions"]["$set"]
+    assert [stage["retrieveType"] for stage in stack["stages"]] == ["singleFast", "singleFinal"]
+    fast, final = stack["retrieveOptions"]["singleFast"], stack["retrieveOptions"]["singleFinal"]
+    assert (fast["rangeIndex"], fast["chunkSize"], final["rangeIndex"]) == (0, 65536, -1)
+    accept = parse_qs(fast["urlArguments"])["accept"][0]
+    assert final["urlArguments"] == fast["urlArguments"]
+    assert [(choice.syntax, choice.single_part) for choice in frame_choices(accept)] == [
+        ("1.2.840.10008.1.2.4.202", True), ("*", False)]
+
+
+def test_the_configuration_comes_with_the_preview_label(client):
+    text = client.get("/viewer/app-config.js").get_data(as_text=True)
+    assert 'addEventListener("CORNERSTONE_IMAGE_RENDERED"' in text
+    assert "data-pacs-preview" in text
 
 
 def test_every_viewer_answer_is_cross_origin_isolated(client, installed):

@@ -1,16 +1,25 @@
 """WADO-RS frames and bulk data (PS3.18 10.4.1.1.3-4): pixel data and other large values.
 
-``GET .../instances/{uid}/frames/{list}`` (``1`` or ``1,3,5``) answers
-``multipart/related; type="application/octet-stream"``, one part per frame, in the order
-asked. The ``Accept`` media range's ``transfer-syntax`` chooses the encoding:
+``GET .../instances/{uid}/frames/{list}`` (``1`` or ``1,3,5``) answers the frames in the
+order asked. The media ranges of the ``accept`` query parameter (PS3.18 8.3.3.1), or else of
+the Accept header, are tried in order; the first one this instance can be sent in wins:
 
-* ``*`` (what OHIF asks for): each frame as stored. For an encapsulated (compressed) instance
-  that is its compressed frame, exactly the bytes of its fragments; for a native one, the
-  frame's slice of the pixel data. The part's Content-Type names the syntax, so the viewer
-  decodes it itself: nothing is decoded here, which is what makes this the fast path;
-* none, or Explicit VR Little Endian: uncompressed little endian pixels, decoded by
-  pydicom's handlers when the instance is compressed (colour in RGB);
-* anything else: 406.
+* ``multipart/related; type="application/octet-stream"`` with ``transfer-syntax``
+
+  * ``*`` (what OHIF asks for): each frame as stored. For an encapsulated (compressed)
+    instance that is its compressed frame, exactly the bytes of its fragments; for a native
+    one, the frame's slice of the pixel data. The part's Content-Type names the syntax, so
+    the viewer decodes it itself: nothing is decoded here, which is what makes this the
+    fast path;
+  * none, or Explicit VR Little Endian: uncompressed little endian pixels, decoded by
+    pydicom's handlers when the instance is compressed (colour in RGB);
+  * HTJ2K lossless (``1.2.840.10008.1.2.4.202`` or ``.201``): native grayscale frames
+    encoded by :mod:`pacs.renditions` (other instances fall to the next media range);
+
+* for one frame, a single part: ``application/octet-stream`` with one of those syntaxes, or
+  ``image/jphc`` (HTJ2K). A single part honours ``Range`` (206 with Content-Range), so a
+  viewer can draw a preview from the first bytes of an HTJ2K frame and fetch the rest later;
+* nothing acceptable: 406.
 
 A frame number outside 1..NumberOfFrames is 404, a malformed list 400.
 
@@ -38,6 +47,14 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs.header import first_value
 from pacs.render import RenderError, frame_count
+from pacs.renditions import (
+    HTJ2K_LOSSLESS_RPCL,
+    RENDITION_SYNTAXES,
+    FrameLayout,
+    NoRendition,
+    RenditionCache,
+    encode_htj2k_lossless,
+)
 from pacs.retrieve import (
     StoredInstance,
     read_instance,
@@ -45,17 +62,21 @@ from pacs.retrieve import (
     resolve_instance_metadata,
 )
 from pacs.storage.objects import ObjectStore
-from pacs.web.accept import AS_STORED, requested_syntax
+from pacs.web.accept import AS_STORED, HTJ2K_MEDIA_TYPE, frame_choices
 from pacs.web.errors import error_response
 
 blueprint = Blueprint("frames", __name__)
 PIXEL_DATA = 0x7FE00010
 ROWS, COLUMNS, BITS_ALLOCATED = 0x00280010, 0x00280011, 0x00280100
 SAMPLES_PER_PIXEL, NUMBER_OF_FRAMES = 0x00280002, 0x00280008
+PIXEL_REPRESENTATION = 0x00280103
 #: Tags (8 hex digits) and 1-based item numbers, as pacs.header writes BulkDataURIs.
 _BULK_PATH = re.compile(r"[0-9A-Fa-f]{8}(/[1-9][0-9]{0,5}/[0-9A-Fa-f]{8})*")
 #: zlib level for native frames: level 1 already halves a CT frame; higher levels gain ~1 %.
 FRAME_GZIP_LEVEL = 1
+#: HTJ2K renditions kept per process: ~1,000 CT slices, the two byte ranges of a frame that a
+#: viewer asks for within a second of each other, for every reader of a busy hour.
+_RENDITIONS = RenditionCache(max_bytes=256 * 1024 * 1024)
 #: Most frames one request may name (a cine loop of a few hundred is the largest real use).
 MAX_FRAMES = 4096
 
@@ -103,22 +124,50 @@ def _ranged(value: bytes) -> Response:
 
 
 def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | None) -> Response:
-    """The frames ``numbers`` (all when None) in the syntax the Accept header asks for."""
+    """The frames ``numbers`` (all when None) in the first representation the request
+    accepts (its ``accept`` query parameter, else its Accept header) that this instance can
+    be sent in."""
     from pacs.web import services_of
 
-    syntax = requested_syntax(request.headers.get("Accept", ""), "application/octet-stream")
-    if syntax is None:
+    accept = request.args.get("accept") or request.headers.get("Accept", "")
+    choices = frame_choices(accept)
+    if not choices:
         return error_response(
             406, 'frames are sent as multipart/related; type="application/octet-stream" with '
-                 f"transfer-syntax {AS_STORED} or {ExplicitVRLittleEndian}")
+                 f"transfer-syntax {AS_STORED}, {ExplicitVRLittleEndian} or "
+                 f"{HTJ2K_LOSSLESS_RPCL}, or one frame as application/octet-stream or "
+                 f"{HTJ2K_MEDIA_TYPE}")
     services = services_of(current_app)
     found = resolve_instance_metadata(services.index, study, series, instance)
     if found is None:
         return error_response(404, "no such instance in the archive")
-    from_offset = _frames_at_offset(services.store, *found, numbers, syntax)
+    for choice in choices:
+        if choice.single_part and (numbers is None or len(numbers) != 1):
+            continue
+        made = _frames(services.store, *found, numbers, choice.syntax)
+        if made is None:
+            continue
+        if isinstance(made, Response):
+            return made
+        frames, sent = made
+        if choice.single_part:
+            return _single_part_frame(frames[0], sent, choice.media_type)
+        return _multipart(frames, sent)
+    return error_response(
+        406, "none of the accepted representations can be made of this instance (HTJ2K is "
+             "made of native grayscale frames; single parts are for one frame)")
+
+
+def _frames(store: ObjectStore, instance: StoredInstance, metadata_json: str,
+            numbers: list[int] | None, syntax: str) -> tuple[list[bytes], UID] | Response | None:
+    """The frames in ``syntax`` and the syntax they are in, an error response (a frame
+    number out of range...), or None when this instance cannot be sent in ``syntax``."""
+    if syntax in RENDITION_SYNTAXES:
+        return _renditions(store, instance, metadata_json, numbers, UID(syntax))
+    from_offset = _frames_at_offset(store, instance, metadata_json, numbers, syntax)
     if from_offset is not None:
         return from_offset
-    dataset = pydicom.dcmread(BytesIO(read_instance(services.store, found[0])))
+    dataset = pydicom.dcmread(BytesIO(read_instance(store, instance)))
     if "PixelData" not in dataset:
         return error_response(404, "the instance has no pixel data")
     try:
@@ -132,15 +181,67 @@ def _pixel_data(study: str, series: str, instance: str, numbers: list[int] | Non
     stored = UID(dataset.file_meta.TransferSyntaxUID)
     if syntax == AS_STORED and (stored.is_compressed or stored.is_little_endian):
         frames = _stored_frames(dataset, stored, numbers, count)
-        sent = stored if stored.is_compressed else ExplicitVRLittleEndian
-    else:
-        frames = [_uncompressed_frame(dataset, stored, number, count) for number in numbers]
-        sent = ExplicitVRLittleEndian
-    return _multipart(frames, UID(sent))
+        return frames, stored if stored.is_compressed else ExplicitVRLittleEndian
+    frames = [_uncompressed_frame(dataset, stored, number, count) for number in numbers]
+    return frames, ExplicitVRLittleEndian
+
+
+def _renditions(store: ObjectStore, instance: StoredInstance, metadata_json: str,
+                numbers: list[int] | None, syntax: UID) -> tuple[list[bytes], UID] | \
+        Response | None:
+    """Native grayscale frames encoded as HTJ2K lossless (cached per process), or None
+    when the instance is not one (:mod:`pacs.renditions`)."""
+    if UID(instance.transfer_syntax_uid).is_compressed:
+        return None
+    try:
+        layout = _layout(json.loads(metadata_json))
+        layout.dtype()  # NoRendition before anything is read
+    except (NoRendition, TypeError, ValueError):
+        return None
+    native = _frames_at_offset(store, instance, metadata_json, numbers, ExplicitVRLittleEndian)
+    if not isinstance(native, tuple):
+        return native
+    frames, _ = native
+    numbers = numbers or list(range(1, len(frames) + 1))
+    encoded = []
+    for number, frame in zip(numbers, frames, strict=True):
+        key = (instance.sha256, number, str(syntax))
+        value = _RENDITIONS.get(key)
+        if value is None:
+            try:
+                value = encode_htj2k_lossless(frame, layout)
+            except NoRendition:
+                return None
+            _RENDITIONS.put(key, value)
+        encoded.append(value)
+    return encoded, syntax
+
+
+def _layout(dataset: dict) -> FrameLayout:
+    """The frame layout from stored DICOM JSON (TypeError/ValueError when incomplete)."""
+    return FrameLayout(
+        rows=int(first_value(dataset, ROWS)), columns=int(first_value(dataset, COLUMNS)),
+        samples_per_pixel=int(first_value(dataset, SAMPLES_PER_PIXEL) or 1),
+        bits_allocated=int(first_value(dataset, BITS_ALLOCATED)),
+        pixel_representation=int(first_value(dataset, PIXEL_REPRESENTATION) or 0))
+
+
+def _single_part_frame(frame: bytes, syntax: UID, media_type: str) -> Response:
+    """One frame as a single-part body that names its syntax, cut by a ``Range`` header
+    when there is one (206 with Content-Range; 416 outside it): a viewer fetches the first
+    bytes of an HTJ2K frame for a preview, then the rest."""
+    response = Response(frame, content_type=f"{media_type}; transfer-syntax={syntax}")
+    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    response = response.make_conditional(request, accept_ranges=True,
+                                         complete_length=len(frame))
+    if not syntax.is_compressed and response.status_code == 200:
+        _gzip_if_accepted(response)
+    return response
 
 
 def _frames_at_offset(store: ObjectStore, instance: StoredInstance, metadata_json: str,
-                      numbers: list[int] | None, syntax: str) -> Response | None:
+                      numbers: list[int] | None,
+                      syntax: str) -> tuple[list[bytes], UID] | Response | None:
     """The frames read alone from the stored object, at the Pixel Data offset ingest
     recorded, with the layout from the stored DICOM JSON; None when that is not possible
     (offset unknown, big endian, frames that need decoding...) and the file must be parsed.
@@ -166,7 +267,7 @@ def _frames_at_offset(store: ObjectStore, instance: StoredInstance, metadata_jso
             return None
         if len(frames) < count:
             return None
-        return _multipart([frames[number - 1] for number in numbers], stored)
+        return [frames[number - 1] for number in numbers], stored
     if stored not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
         return None
     try:
@@ -178,8 +279,8 @@ def _frames_at_offset(store: ObjectStore, instance: StoredInstance, metadata_jso
     size = bits // 8
     if bits % 8 or length < count * size:  # 1-bit frames are not byte-aligned
         return None
-    return _multipart([store.read_range(instance.object_key, offset + (number - 1) * size,
-                                        size) for number in numbers], ExplicitVRLittleEndian)
+    return [store.read_range(instance.object_key, offset + (number - 1) * size, size)
+            for number in numbers], ExplicitVRLittleEndian
 
 
 def _instance_dataset(study: str, series: str, instance: str) -> Dataset | Response:

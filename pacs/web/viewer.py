@@ -2,10 +2,12 @@
 
 * ``/viewer/app-config.js`` is written per request from the settings: one DICOMweb data
   source at the archive's own root (QIDO with ``includefield``, fuzzy matching and
-  wildcards, which the query model supports; frames as stored over WADO-RS; thumbnails from
-  the archive's cached ``/thumbnail``), the archive's name, and the router under
-  ``/viewer``. The interface language is OHIF's own choice: the browser's (Vietnamese and
-  English among its translations), or ``?lng=vi``;
+  wildcards, which the query model supports; the frames of stacks as HTJ2K lossless in two
+  byte ranges, a labelled preview then the original, see ``PROGRESSIVE_STACK``; thumbnails
+  from the archive's cached ``/thumbnail``), the archive's name, and the router under
+  ``/viewer``; then ``preview_label.js``, the label on a viewport that draws a preview. The
+  interface language is OHIF's own choice: the browser's (Vietnamese and English among its
+  translations), or ``?lng=vi``;
 * every other path is a file of the installed release (:mod:`pacs.viewer`), its ``.gz``
   twin when the browser accepts gzip; a path that names no file is one of the viewer's own
   routes and gets ``index.html``;
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, redirect, request, send_file
 
@@ -40,6 +43,30 @@ _MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "te
                 ".svg": "image/svg+xml", ".txt": "text/plain"}
 
 
+#: The label a viewport shows while it draws a preview (read once; served with the config).
+PREVIEW_LABEL = Path(__file__).with_name("preview_label.js").read_text(encoding="utf-8")
+#: How Cornerstone3D fetches a frame of a stack (the loader sends ``transfer-syntax=*`` in its
+#: Accept header and cannot be told otherwise, so the ``accept`` query parameter asks for
+#: HTJ2K, pacs/renditions.py, with the frame as stored for instances that have none).
+FRAME_ACCEPT = "accept=" + quote(
+    'image/jphc, multipart/related; type="application/octet-stream"; transfer-syntax=*', safe="")
+#: Two stages per frame: the first 64 KB (an HTJ2K frame's lower resolutions: a preview,
+#: labelled, for every slice the stack prefetch loads), then the rest of the same bytes (the
+#: lossless frame) for the slice on screen. A frame that fits in 64 KB is final at once.
+PREVIEW_BYTES = 64 * 1024
+PROGRESSIVE_STACK = {
+    "stages": [{"id": "lossySequential", "retrieveType": "singleFast"},
+               {"id": "finalSequential", "retrieveType": "singleFinal"}],
+    "retrieveOptions": {
+        # decodeLevel: a preview of a large frame (a radiograph) is decoded at no less than
+        # half its resolution, as OHIF does by default.
+        "singleFast": {"urlArguments": FRAME_ACCEPT, "rangeIndex": 0,
+                       "chunkSize": PREVIEW_BYTES, "decodeLevel": 1},
+        "singleFinal": {"urlArguments": FRAME_ACCEPT, "rangeIndex": -1},
+    },
+}
+
+
 @blueprint.get("/viewer")
 def viewer_root() -> Response:
     """The viewer's study list lives at ``/viewer/``."""
@@ -54,7 +81,8 @@ def app_config() -> Response:
     settings: Settings = current_app.config["PACS_SETTINGS"]
     if settings.viewer_url:
         return _elsewhere(settings, "app-config.js")
-    body = f"window.config = {json.dumps(ohif_config(settings, service_url()), indent=2)};\n"
+    body = (f"window.config = {json.dumps(ohif_config(settings, service_url()), indent=2)};\n"
+            + PREVIEW_LABEL)
     return _isolated(Response(body, content_type="text/javascript; charset=utf-8"),
                      REVALIDATE)
 
@@ -123,6 +151,7 @@ def ohif_config(settings: Settings, dicomweb_root: str) -> dict[str, object]:
                 "singlepart": "bulkdata,video",
                 "bulkDataURI": {"enabled": True, "relativeResolution": "studies"},
                 "omitQuotationForMultipartRequest": True,
+                "stackRetrieveOptions": {"$set": PROGRESSIVE_STACK},
             },
         }],
     }
