@@ -90,7 +90,7 @@ class Proxy(ThreadingHTTPServer):
     loading (HTJ2K byte ranges, which only the archive serves): OHIF fetches each frame of a
     stack with one plain request, as for a site that runs Orthanc. (OHIF's own default
     streams each frame instead, which gains nothing on uncompressed frames and, on the
-    emulated slow link, stalled Orthanc's stack prefetch for good in two runs of five.)"""
+    emulated slow link, stalled Orthanc's stack prefetch for good in two runs of three.)"""
 
     daemon_threads = True
 
