@@ -46,7 +46,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs.header import first_value
-from pacs.render import RenderError, frame_count
+from pacs.render import NativeGrayscale, RenderError, frame_count
 from pacs.renditions import (
     HTJ2K_LOSSLESS_RPCL,
     RENDITION_SYNTAXES,
@@ -69,7 +69,6 @@ blueprint = Blueprint("frames", __name__)
 PIXEL_DATA = 0x7FE00010
 ROWS, COLUMNS, BITS_ALLOCATED = 0x00280010, 0x00280011, 0x00280100
 SAMPLES_PER_PIXEL, NUMBER_OF_FRAMES = 0x00280002, 0x00280008
-PIXEL_REPRESENTATION = 0x00280103
 #: Tags (8 hex digits) and 1-based item numbers, as pacs.header writes BulkDataURIs.
 _BULK_PATH = re.compile(r"[0-9A-Fa-f]{8}(/[1-9][0-9]{0,5}/[0-9A-Fa-f]{8})*")
 #: zlib level for native frames: level 1 already halves a CT frame; higher levels gain ~1 %.
@@ -115,10 +114,10 @@ def _single_part(accept: str) -> bool:
     return first == "application/octet-stream"
 
 
-def _ranged(value: bytes) -> Response:
-    """The value as one ``application/octet-stream`` body, honouring a ``Range`` header (206
-    with Content-Range; 416 outside the value), so a client can fetch part of a large one."""
-    response = Response(value, content_type="application/octet-stream")
+def _ranged(value: bytes, content_type: str = "application/octet-stream") -> Response:
+    """The value as one body, honouring a ``Range`` header (206 with Content-Range; 416
+    outside the value), so a client can fetch part of a large one."""
+    response = Response(value, content_type=content_type)
     response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
     return response.make_conditional(request, accept_ranges=True, complete_length=len(value))
 
@@ -191,13 +190,12 @@ def _renditions(store: ObjectStore, instance: StoredInstance, metadata_json: str
         Response | None:
     """Native grayscale frames encoded as HTJ2K lossless (cached per process), or None
     when the instance is not one (:mod:`pacs.renditions`)."""
-    if UID(instance.transfer_syntax_uid).is_compressed:
+    grayscale = NativeGrayscale.of_json(json.loads(metadata_json), instance.transfer_syntax_uid)
+    if grayscale is None:
         return None
-    try:
-        layout = _layout(json.loads(metadata_json))
-        layout.dtype()  # NoRendition before anything is read
-    except (NoRendition, TypeError, ValueError):
-        return None
+    layout = FrameLayout(grayscale.rows, grayscale.columns, samples_per_pixel=1,
+                         bits_allocated=grayscale.bits_allocated,
+                         pixel_representation=int(grayscale.signed))
     native = _frames_at_offset(store, instance, metadata_json, numbers, ExplicitVRLittleEndian)
     if not isinstance(native, tuple):
         return native
@@ -217,23 +215,11 @@ def _renditions(store: ObjectStore, instance: StoredInstance, metadata_json: str
     return encoded, syntax
 
 
-def _layout(dataset: dict) -> FrameLayout:
-    """The frame layout from stored DICOM JSON (TypeError/ValueError when incomplete)."""
-    return FrameLayout(
-        rows=int(first_value(dataset, ROWS)), columns=int(first_value(dataset, COLUMNS)),
-        samples_per_pixel=int(first_value(dataset, SAMPLES_PER_PIXEL) or 1),
-        bits_allocated=int(first_value(dataset, BITS_ALLOCATED)),
-        pixel_representation=int(first_value(dataset, PIXEL_REPRESENTATION) or 0))
-
-
 def _single_part_frame(frame: bytes, syntax: UID, media_type: str) -> Response:
     """One frame as a single-part body that names its syntax, cut by a ``Range`` header
-    when there is one (206 with Content-Range; 416 outside it): a viewer fetches the first
-    bytes of an HTJ2K frame for a preview, then the rest."""
-    response = Response(frame, content_type=f"{media_type}; transfer-syntax={syntax}")
-    response.headers["Cache-Control"] = "private, max-age=31536000, immutable"
-    response = response.make_conditional(request, accept_ranges=True,
-                                         complete_length=len(frame))
+    when there is one: a viewer fetches the first bytes of an HTJ2K frame for a preview,
+    then the rest."""
+    response = _ranged(frame, f"{media_type}; transfer-syntax={syntax}")
     if not syntax.is_compressed and response.status_code == 200:
         _gzip_if_accepted(response)
     return response
